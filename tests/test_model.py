@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from minimodels.config import ModelConfig
+from minimodels.model import MiniModel, count_parameters
+from minimodels.profiles import PROFILES
+
+CFG = ModelConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, inter_dim=64, max_seq_len=16)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_models_build_and_shape(name):
+    cfg = PROFILES[name].model
+    model = MiniModel(cfg)
+    x = torch.randint(0, cfg.vocab_size, (2, 8))
+    assert model(x).shape == (2, 8, cfg.vocab_size)
+
+
+def test_parameter_count_formula():
+    d, v, f, n = CFG.dim, CFG.vocab_size, CFG.inter_dim, CFG.n_layers
+    per_layer = 4 * d * d + 3 * d * f + 2 * d
+    assert count_parameters(MiniModel(CFG)) == 2 * v * d + n * per_layer + d
+    assert count_parameters(MiniModel(CFG), exclude_embedding=True) == v * d + n * per_layer + d
+
+
+def test_initial_loss_is_near_uniform():
+    torch.manual_seed(0)
+    logits = MiniModel(CFG)(torch.randint(0, 50, (4, 16)))
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.randint(0, 50, (64,)))
+    assert abs(loss.item() - torch.log(torch.tensor(50.0)).item()) < 0.1
+
+
+def test_bad_inputs_get_clear_errors():
+    model = MiniModel(CFG)
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="batch, time"):
+        model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 50\)"):
+        model(torch.full((1, 4), 50))
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_gradients_reach_every_parameter():
+    model = MiniModel(CFG)
+    model(torch.randint(0, 50, (2, 8))).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
