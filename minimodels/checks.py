@@ -255,6 +255,12 @@ def check_cache_write(fn: Callable) -> CheckResult:
 
     whole = ("you returned the whole preallocated cache: slice it to the start_pos + T filled positions, "
              "or attention will see empty (zero) keys")
+    unwritten = ("nothing was written: put k_new/v_new into the cache at start_pos, then return the filled "
+                 "prefix")
+
+    def concatenated(ck, cv, kn, vn, start):  # right answer, but the cache itself never changes
+        return torch.cat([ck[:, :start], kn], 1), torch.cat([cv[:, :start], vn], 1)
+
     mistakes = {
         "written one late": (shifted(1), "off by one: the new tokens go at positions start_pos .. "
                                          "start_pos+T-1, not one later"),
@@ -264,11 +270,24 @@ def check_cache_write(fn: Callable) -> CheckResult:
                                              "new tokens included)"),
         "whole cache": (lambda ck, cv, kn, vn, start: (_cache_write_ref(ck, cv, kn, vn, start), (ck, cv))[1],
                         whole),
-        "nothing written": (lambda ck, cv, kn, vn, start: (ck, cv),
-                            "nothing was written: put k_new/v_new into the cache at start_pos, then return "
-                            "the filled prefix"),
+        "nothing written": (lambda ck, cv, kn, vn, start: (ck, cv), unwritten),
+        "nothing written, prefix": (lambda ck, cv, kn, vn, start: (ck[:, :start + kn.shape[1]],
+                                                                  cv[:, :start + kn.shape[1]]), unwritten),
+        "cache not updated": (concatenated, "the returned tensors are right, but the cache itself was not "
+                                            "written: the next decoding step would not see these tokens "
+                                            "(assign into cache_k[:, start_pos:start_pos + T])"),
     }
-    return run_check("cache_write", fn, _cache_write_ref, _cache_cases(), mistakes=mistakes)
+
+    def with_cache(f: Callable) -> Callable:  # also compare what ends up IN the cache, not just the return
+        def run(ck, cv, kn, vn, start):
+            out = f(ck, cv, kn, vn, start)
+            return (*out, ck, cv) if isinstance(out, tuple) else out
+        return run
+
+    mistakes = {name: (with_cache(wrong), hint) for name, (wrong, hint) in mistakes.items()}
+    return run_check("cache_write", with_cache(fn), with_cache(_cache_write_ref), _cache_cases(),
+                     mistakes=mistakes)
+
 
 
 def check_cached_attention(fn: Callable) -> CheckResult:
@@ -285,9 +304,11 @@ def check_cached_attention(fn: Callable) -> CheckResult:
         return _attend(q, k, v, 1 / math.sqrt(q.shape[-1]), mask)
 
     def shifted_mask(shift: int):
-        def wrong(q, k, v):
+        def wrong(q, k, v):  # query i sees keys 0 .. S-T+i+shift
             t, s = q.shape[1], k.shape[1]
-            return _attend(q, k, v, 1 / math.sqrt(q.shape[-1]), causal_mask(t, s + shift)[:, :s])
+            hide = torch.arange(s)[None, :] > torch.arange(s - t, s)[:, None] + shift  # (T, S)
+            mask = torch.zeros(t, s).masked_fill(hide, float("-inf"))
+            return _attend(q, k, v, 1 / math.sqrt(q.shape[-1]), mask)
         return wrong
 
     mistakes = {
@@ -295,8 +316,8 @@ def check_cached_attention(fn: Callable) -> CheckResult:
                     "missing mask: with T > 1 new queries, query i must not see the new keys after it"),
         "mask from the start": (top_left, "the mask is aligned to position 0: the T queries sit at the END "
                                           "of the S keys (positions S-T .. S-1)"),
-        "one too many": (shifted_mask(-1), "off by one: query i sees one key too many (it must stop at its own "
+        "one too many": (shifted_mask(1), "off by one: query i sees one key too many (it must stop at its own "
                                            "position S-T+i)"),
-        "one too few": (shifted_mask(1), "off by one: query i must also see its own key at position S-T+i"),
+        "one too few": (shifted_mask(-1), "off by one: query i must also see its own key at position S-T+i"),
     }
     return run_check("cached_attention", fn, causal_attention, cases, mistakes=mistakes)

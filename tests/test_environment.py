@@ -95,10 +95,11 @@ def mismatches(pyproject: dict, environment: dict) -> list[str]:
         for n in sorted(set(ours) & set(theirs))
         if ours[n] != theirs[n]
     ]
-    extras = sorted(pyproject["project"].get("optional-dependencies", {}))
-    wanted = f"-e .[{','.join(extras)}]"
+    extras = set(pyproject["project"].get("optional-dependencies", {}))
     pip = [re.sub(r"\s+", " ", p) for p in pip_section(environment)]
-    if pip != [wanted]:
+    editable = re.fullmatch(r"-e \.\[([^\]]*)\]", pip[0]) if len(pip) == 1 else None
+    if editable is None or {e.strip() for e in editable.group(1).split(",")} != extras:
+        wanted = f"-e .[{','.join(sorted(extras))}]"
         found.append(f"pip section is {pip}, expected [{wanted!r}] (every extra of pyproject.toml)")
     return found
 

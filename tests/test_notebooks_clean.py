@@ -78,7 +78,7 @@ def test_clean_strips_outputs_and_metadata_but_keeps_content():
     assert code["outputs"] == tagged["outputs"] == []
     assert code["execution_count"] is None and tagged["execution_count"] is None
     # a cell pinned for nbval's output comparison keeps its output and gets a count, or nbval would skip it
-    assert pinned["outputs"][0]["text"] == "4\n" and pinned["execution_count"] == 1
+    assert "".join(pinned["outputs"][0]["text"]) == "4\n" and pinned["execution_count"] == 1
     assert nbtools.problems(clean) == []
     text = nbtools.dumps(clean)
     assert nbtools.check_text(text) == []
@@ -95,14 +95,17 @@ def test_canonical_text_is_what_jupyter_writes(tmp_path):
 
 
 def test_missing_and_duplicate_ids_are_repaired_deterministically():
-    nb = json.loads(nbformat.writes(new_notebook(cells=[new_code_cell("a"), new_code_cell("b")])))
-    nb["cells"][1]["id"] = nb["cells"][0]["id"]
+    cells = [new_code_cell("a"), new_code_cell("b"), new_code_cell("c"), new_code_cell("d")]
+    nb = json.loads(nbformat.writes(new_notebook(cells=cells)))
     del nb["cells"][0]["id"]
-    assert "missing, invalid or duplicate cell ids in cells 1, 2" in nbtools.problems(nb)
+    nb["cells"][2]["id"] = nb["cells"][1]["id"]
+    nb["cells"][3]["id"] = "not valid!"
+    assert "missing, invalid or duplicate cell ids in cells 1, 3, 4" in nbtools.problems(nb)
     first, second = nbtools.clean(nb), nbtools.clean(nb)
     assert first == second
     ids = [c["id"] for c in first["cells"]]
-    assert len(set(ids)) == 2 and ids[1] == nb["cells"][1]["id"]
+    assert len(set(ids)) == 4 and ids[1] == nb["cells"][1]["id"]
+    assert "missing, invalid or duplicate" not in "; ".join(nbtools.problems(first))
 
 
 def test_formatting_alone_is_reported():
@@ -114,8 +117,9 @@ def test_formatting_alone_is_reported():
 
 def test_command_line_check_then_clean(tmp_path, capsys):
     dirty_path, clean_path = tmp_path / "lessons" / "01_dirty.ipynb", tmp_path / "lessons" / "02_clean.ipynb"
-    nbtools.write_text(dirty_path, nbformat.writes(nbformat.from_dict(dirty_notebook())))
-    nbtools.write_text(clean_path, nbtools.canonical_text(dirty_notebook()))
+    dirty = dirty_notebook()
+    nbtools.write_text(dirty_path, nbformat.writes(nbformat.from_dict(dirty)))
+    nbtools.write_text(clean_path, nbtools.canonical_text(dirty))
     before = dirty_path.read_bytes()
 
     assert clean_notebooks.main(["--check", str(tmp_path / "lessons")]) == 1
