@@ -2,18 +2,17 @@
 
 `train(model, data, cfg)` is the one loop of the course. It records the loss of every step, evaluates on the
 validation split, saves checkpoints atomically, and resumes an interrupted run exactly where it stopped
-(same batches, same optimizer state, so the same loss curve). `python -m minimodels.train` (or the
-`minimodels-train` command) trains a configured model from the shell. Taught in lessons/01_baseline_gpt.ipynb.
+(same batches, same optimizer state, so the same loss curve). The command line lives in cli.py.
+Taught in lessons/01_baseline_gpt.ipynb.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -194,9 +193,9 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
 
 def baseline_path(profile, data) -> Path:
     """Where the course keeps the trained baseline of a profile (in the data cache, keyed by data and config)."""
-    from .data import cache_dir
-
     import hashlib
+
+    from .data import cache_dir
 
     key = hashlib.sha256(f"{profile!r}|{data.manifest['tokenizer']['sha256']}".encode()).hexdigest()[:10]
     return cache_dir() / "checkpoints" / f"baseline-{profile.name}-{key}.pt"
@@ -227,41 +226,3 @@ def baseline_model(profile=None, *, data=None, device=None, retrain: bool = Fals
     history = train(model, data, cfg, plot=plot)
     return model.eval(), history
 
-
-def main(argv: list[str] | None = None) -> dict:
-    """Command line: train the baseline of a profile and write a checkpoint."""
-    from dataclasses import replace
-
-    from .data import load_data
-    from .model import MiniModel, count_parameters
-    from .profiles import get_profile, pick_device
-
-    p = argparse.ArgumentParser(prog="minimodels-train", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", help="smoke, cpu or gpu (default: MINIMODELS_PROFILE or from the hardware)")
-    p.add_argument("--steps", type=int, help="override the profile's number of steps")
-    p.add_argument("--out", default="checkpoints/baseline.pt", help="checkpoint path")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true", help="continue from --out")
-    p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-
-    profile = get_profile(args.profile)
-    device = pick_device(args.device)
-    data = load_data(profile.model.vocab_size)
-    torch.manual_seed(args.seed)
-    model = MiniModel(replace(profile.model, vocab_size=data.tokenizer.vocab_size)).to(device)
-    overrides = {k: v for k, v in dict(steps=args.steps).items() if v is not None}
-    cfg = TrainConfig.from_profile(profile, checkpoint_path=args.out, checkpoint_every=args.checkpoint_every,
-                                   seed=args.seed, progress=not args.no_progress, **overrides)
-    print(f"profile {profile.name} on {device}: {count_parameters(model):,} parameters, "
-          f"{cfg.steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens")
-    history = train(model, data, cfg, resume=args.resume)
-    print(f"final train loss {history['loss'][-1]:.3f}, validation loss {history['val_loss'][-1]:.3f}, "
-          f"{history['tokens_per_s']:,.0f} tokens/s; checkpoint {args.out}")
-    return history
-
-
-if __name__ == "__main__":
-    main()

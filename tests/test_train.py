@@ -4,9 +4,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from minimodels.cli import main
 from minimodels.config import ModelConfig
 from minimodels.model import MiniModel
-from minimodels.train import TrainConfig, lr_at, main, make_optimizer, train
+from minimodels.train import TrainConfig, lr_at, make_optimizer, train
 
 CFG = ModelConfig(vocab_size=40, dim=32, n_layers=2, n_heads=4, inter_dim=64, max_seq_len=32)
 
