@@ -49,7 +49,7 @@ def test_region_is_replaced_at_its_indentation():
         "def relu(x):",
         '    """max(x, 0), elementwise."""',
         "    # TODO: your code here",
-        '    raise NotImplementedError("Exercise 01.1 (relu): not implemented yet")',
+        '    raise NotImplementedError("Exercise 1.1 (relu): not implemented yet")',
         "",
         "",
         "check = 1",
@@ -60,7 +60,7 @@ def test_stub_raises_not_implemented_when_called():
     [code] = exercise_sources(notebook(new_code_cell(RELU_SOLUTION.replace("import torch", ""))))
     namespace: dict = {}
     exec(code, namespace)  # defining the function must not raise (Run All goes on)
-    with pytest.raises(NotImplementedError, match=r"Exercise 01\.1 \(relu\): not implemented yet"):
+    with pytest.raises(NotImplementedError, match=r"Exercise 1\.1 \(relu\): not implemented yet"):
         namespace["relu"](1)
 
 
@@ -78,9 +78,9 @@ def test_nested_regions_get_numbered_ids_and_the_method_name():
         ),
     )
     first, second = exercise_sources(solution, "07_moe")
-    assert 'raise NotImplementedError("Exercise 07.1 (a): not implemented yet")' in first
+    assert 'raise NotImplementedError("Exercise 7.1 (a): not implemented yet")' in first
     assert (
-        '            # TODO: your code here\n            raise NotImplementedError("Exercise 07.2 (forward): '
+        '            # TODO: your code here\n            raise NotImplementedError("Exercise 7.2 (forward): '
         'not implemented yet")\n        return 0\n'
     ) in second
 
@@ -150,7 +150,7 @@ def test_cells_with_magics_are_handled():
     code = "%%time\ndef f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n!echo hi"
     [out] = exercise_sources(notebook(new_code_cell(code)), "06_x")
     assert out.startswith("%%time\ndef f():\n    # TODO: your code here\n")
-    assert out.endswith('"Exercise 06.1 (f): not implemented yet")\n!echo hi')
+    assert out.endswith('"Exercise 6.1 (f): not implemented yet")\n!echo hi')
 
 
 @settings(max_examples=40, deadline=None)
@@ -171,7 +171,7 @@ def test_only_the_region_changes(depth, body, before, after):
     [out] = exercise_sources(notebook(new_code_cell("\n".join(lines))), "09_x")
     expected = head + [pad + s for s in before]
     expected += [pad + "# TODO: your code here"]
-    expected += [pad + f'raise NotImplementedError("Exercise 09.1 (f{depth - 1}): not implemented yet")']
+    expected += [pad + f'raise NotImplementedError("Exercise 9.1 (f{depth - 1}): not implemented yet")']
     expected += [pad + s for s in after] + [pad + "return x"]
     assert out.split("\n") == expected
 
