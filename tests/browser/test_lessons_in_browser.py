@@ -19,32 +19,41 @@ RUN_TIMEOUT_MS = 600_000  # a lesson's "Run All" in the smoke profile takes well
 
 # per lesson: how many plotly figures must render, and which interactive widgets (by CSS class) to drive
 LESSONS = {
-    "00_orientation.ipynb": {"plots": 0, "widgets": []},
+    "00_orientation.ipynb": {"plots": 1, "widgets": []},
     "01_baseline_gpt.ipynb": {"plots": 3, "widgets": []},
     "02_kv_cache.ipynb": {"plots": 2, "widgets": ["kv-calculator"]},
 }
 
-JS_RUN_ALL = """async () => {
-    const app = window.jupyterapp;
-    const panel = app.shell.currentWidget;
-    await panel.sessionContext.ready;
-    await app.commands.execute('notebook:run-all-cells');
-}"""
+# the notebook panel of `path`, found by path (a restored workspace may have other panels open)
+JS_PANEL = """(path) => Array.from(window.jupyterapp.shell.widgets('main'))
+    .find(w => w.context && w.context.path === path && w.content && w.content.model)"""
 
-JS_CELL_REPORT = """() => {
-    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
-    const report = {errors: [], unrun: []};
-    for (let i = 0; i < cells.length; i++) {
+JS_RUN_ALL = f"""async (path) => {{
+    const panel = ({JS_PANEL})(path);
+    window.jupyterapp.shell.activateById(panel.id);
+    await panel.sessionContext.ready;
+    await window.jupyterapp.commands.execute('notebook:run-all-cells');
+}}"""
+
+JS_IDLE = f"""(path) => {{
+    const kernel = ({JS_PANEL})(path).sessionContext.session?.kernel;
+    return !kernel || kernel.status === 'idle';
+}}"""
+
+JS_CELL_REPORT = f"""(path) => {{
+    const cells = ({JS_PANEL})(path).content.model.cells;
+    const report = {{errors: [], unrun: []}};
+    for (let i = 0; i < cells.length; i++) {{
         const cell = cells.get(i);
         if (cell.type !== 'code') continue;
         if (cell.executionCount === null) report.unrun.push(i);
-        for (let j = 0; j < cell.outputs.length; j++) {
+        for (let j = 0; j < cell.outputs.length; j++) {{
             const out = cell.outputs.get(j).toJSON();
-            if (out.output_type === 'error') report.errors.push(`cell ${i}: ${out.ename}: ${out.evalue}`);
-        }
-    }
+            if (out.output_type === 'error') report.errors.push(`cell ${{i}}: ${{out.ename}}: ${{out.evalue}}`);
+        }}
+    }}
     return report;
-}"""
+}}"""
 
 JS_PLOTS = """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot'))
     .map(el => (el.data || []).length)"""
@@ -81,13 +90,14 @@ def test_lesson_runs_and_its_widgets_render(lesson, lab, browser, screenshots):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     try:
-        page.goto(f"{lab}/lab/tree/lessons/{lesson}")
-        page.wait_for_function("window.jupyterapp?.shell?.currentWidget?.sessionContext", timeout=120_000)
-        page.evaluate(JS_RUN_ALL)
-        page.wait_for_function("!window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
-                               " || window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
-                               " === 'idle'", timeout=RUN_TIMEOUT_MS)
-        report = page.evaluate(JS_CELL_REPORT)
+        path = f"lessons/{lesson}"
+        # a workspace of its own, reset: no panels restored from the previous lesson's page
+        page.goto(f"{lab}/lab/workspaces/{Path(lesson).stem}/tree/{path}?reset")
+        page.wait_for_function(f"(path) => !!window.jupyterapp && !!({JS_PANEL})(path)", arg=path,
+                               timeout=120_000)
+        page.evaluate(JS_RUN_ALL, path)
+        page.wait_for_function(JS_IDLE, arg=path, timeout=RUN_TIMEOUT_MS)
+        report = page.evaluate(JS_CELL_REPORT, path)
         assert not report["errors"], f"{lesson}: cells raised errors: {report['errors']}"
         assert not report["unrun"], f"{lesson}: cells never ran (an earlier cell stopped Run All?): {report['unrun']}"
 
@@ -117,7 +127,7 @@ def test_lesson_runs_and_its_widgets_render(lesson, lab, browser, screenshots):
         raise
     finally:
         try:
-            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+            page.evaluate(f"(path) => ({JS_PANEL})(path).sessionContext.shutdown()", f"lessons/{lesson}")
         except Exception:
             pass
         page.close()
