@@ -42,7 +42,7 @@ PROFILES = {
     ),
     "cpu": Profile(
         name="cpu",
-        model=ModelConfig(vocab_size=1024, dim=128, n_layers=4, n_heads=4, inter_dim=344, max_seq_len=512),
+        model=ModelConfig(vocab_size=1024, dim=128, n_layers=4, n_heads=4, inter_dim=344, max_seq_len=1024),
         steps=600, batch_size=16, seq_len=128, eval_every=100, eval_batches=8, lr=3e-3, warmup_steps=40,
         decode_tokens=60,
     ),
