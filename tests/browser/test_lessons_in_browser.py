@@ -55,6 +55,21 @@ JS_CELL_REPORT = f"""(path) => {{
     return report;
 }}"""
 
+# how many outputs of the notebook are ipywidgets/anywidget views (each must render in the page)
+JS_WIDGET_OUTPUTS = f"""(path) => {{
+    const cells = ({JS_PANEL})(path).content.model.cells;
+    let n = 0;
+    for (let i = 0; i < cells.length; i++) {{
+        const cell = cells.get(i);
+        if (cell.type !== 'code') continue;
+        for (let j = 0; j < cell.outputs.length; j++) {{
+            const data = cell.outputs.get(j).toJSON().data || {{}};
+            if ('application/vnd.jupyter.widget-view+json' in data) n++;
+        }}
+    }}
+    return n;
+}}"""
+
 JS_PLOTS = """() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .js-plotly-plot'))
     .map(el => (el.data || []).length)"""
 
@@ -110,6 +125,10 @@ def test_lesson_runs_and_its_widgets_render(lesson, lab, browser, screenshots):
         content = page.content()
         assert "Error displaying widget" not in content, f"{lesson}: a widget failed to display"
         assert not re.search(r"Failed to (load|render) (model|widget)", content), f"{lesson}: widget error"
+        widgets = page.evaluate(JS_WIDGET_OUTPUTS, path)
+        rendered = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output .jupyter-widgets")
+        assert rendered.count() >= widgets, f"{lesson}: {widgets} widget outputs, only {rendered.count()} rendered"
+        assert "Loading widget..." not in page.inner_text("body"), f"{lesson}: a widget never finished loading"
 
         for widget in spec["widgets"]:
             element = page.locator(f".{widget}").first
