@@ -229,7 +229,7 @@ def cmd_test(python, opts, pytest_args):
             ("exercises match solutions", [python, "scripts/make_exercises.py", "--check"]),
         ]
     if (ROOT / "minimodels" / "data.py").exists() or (ROOT / "minimodels" / "data").is_dir():
-        steps.append(("data cache", [python, "-m", "minimodels.data"]))
+        steps.append(("data cache", [python, "-m", "minimodels", "data"]))
 
     targets = [] if names_paths(pytest_args) else [d for d in TEST_FOLDERS if (ROOT / d).exists()]
     pytest_cmd = [

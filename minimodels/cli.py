@@ -1,4 +1,4 @@
-"""Command line: `minimodels-train` (or `python -m minimodels.cli`) trains a profile's baseline from the shell.
+"""Command line: `minimodels-train` (or `python -m minimodels train`) trains a profile's baseline from the shell.
 
 Same loop, data and budgets as the lessons (train.py, profiles.py); writes a checkpoint that
 `load_model` / `baseline_model` can read, and resumes from it with --resume.

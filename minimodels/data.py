@@ -7,7 +7,7 @@ Why: the course must run without a network or a data download, and every learner
 (for the same Python version), so results are comparable and reproducible.
 Taught in lessons/01_baseline_gpt.ipynb.
 
-Run `python -m minimodels.data` to build the cache and print a summary.
+Run `python -m minimodels data` to build the cache and print a summary.
 """
 
 from __future__ import annotations

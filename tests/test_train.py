@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -96,3 +99,13 @@ def test_command_line_trains_and_resumes(tmp_path, monkeypatch, capsys):
     history = main(["--steps", "6", "--out", str(out), "--no-progress", "--resume"])
     assert history["step"] == list(range(6))
     assert "validation loss" in capsys.readouterr().out
+
+
+def test_python_dash_m_minimodels_dispatches(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "minimodels"], capture_output=True, text=True)
+    assert out.returncode != 0 and "usage: python -m minimodels" in out.stderr
+    env = {**os.environ, "MINIMODELS_PROFILE": "smoke"}
+    run = subprocess.run([sys.executable, "-m", "minimodels", "train", "--steps", "2", "--no-progress",
+                          "--out", str(tmp_path / "m.pt")], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "RuntimeWarning" not in run.stderr and (tmp_path / "m.pt").is_file()
