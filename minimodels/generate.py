@@ -36,7 +36,8 @@ def generate(model: nn.Module, prompt: Tensor, max_new_tokens: int, *, temperatu
              cache: KVCache | None = None) -> Tensor:
     """Continue `prompt` (B, T0) by max_new_tokens tokens.  -> (B, T0 + max_new_tokens)
 
-    temperature=0 is greedy decoding. Pass a `generator` for reproducible sampling.
+    temperature=0 is greedy decoding. Pass a `generator` for reproducible sampling. A `cache` you pass ends
+    holding prompt + max_new_tokens - 1 positions: the last sampled token is returned, never fed back.
     """
     cfg = model.cfg
     b, t0 = prompt.shape

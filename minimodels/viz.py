@@ -165,13 +165,27 @@ def attention_heatmap(probs: Tensor, tokens: list[str] | None = None, *,
 
 # --- KV cache (lesson 02) ---
 
-def kv_bytes_chart(rows: dict[str, int], *, title: str = "KV cache bytes per token") -> go.Figure:
+def kv_bytes_chart(rows: dict[str, int], *, title: str = "KV cache bytes per token",
+                   log_y: bool = False) -> go.Figure:
     """Static bar chart of bytes per token for named configurations (e.g. measured from KVCache objects)."""
     names, values = list(rows), [int(v) for v in rows.values()]
     bar = go.Bar(x=names, y=values, text=[_human(v) for v in values], textposition="outside",
                  marker_color=MUTED, hovertemplate="%{x}: %{y:,} bytes/token<extra></extra>")
     return go.Figure(bar, layout=dict(title=title, template="plotly_white", yaxis_title="bytes per token",
-                                      xaxis_title="configuration"))
+                                      xaxis_title="configuration", yaxis_type="log" if log_y else "linear"))
+
+
+def decode_speed_figure(contexts: list[int], speeds: dict[str, list[float]], *,
+                        title: str = "Decoding speed vs context length") -> go.Figure:
+    """Tokens/s per context length, one line per method (e.g. with / without the KV cache), log y axis."""
+    for name, values in speeds.items():
+        if len(values) != len(contexts):
+            raise ValueError(f"speeds[{name!r}] has {len(values)} values for {len(contexts)} contexts")
+    fig = go.Figure(layout=dict(title=title, template="plotly_white", yaxis_type="log",
+                                xaxis_title="context (tokens already seen)", yaxis_title="tokens per second"))
+    for name, values in speeds.items():
+        fig.add_scatter(x=list(contexts), y=list(values), mode="lines+markers", name=name)
+    return fig
 
 
 SHAPE_NAMES = ("n_layers", "n_kv_heads", "head_dim")  # the controls a preset fills

@@ -219,3 +219,14 @@ def test_calculator_without_anywidget_falls_back_to_a_static_figure(monkeypatch)
     assert type(w.figure) is go.Figure
     w.controls["context"].value = 1024
     assert w.figure.data[0].y[0] == 0.5
+
+
+def test_decode_speed_figure_and_log_bars():
+    from minimodels.viz import decode_speed_figure, kv_bytes_chart
+
+    fig = decode_speed_figure([16, 256], {"with cache": [900.0, 800.0], "without": [500.0, 40.0]})
+    assert [t.name for t in fig.data] == ["with cache", "without"] and fig.layout.yaxis.type == "log"
+    assert list(fig.data[1].y) == [500.0, 40.0]
+    with pytest.raises(ValueError, match="2 contexts"):
+        decode_speed_figure([16, 256], {"bad": [1.0]})
+    assert kv_bytes_chart({"a": 1, "b": 1000}, log_y=True).layout.yaxis.type == "log"
