@@ -321,3 +321,49 @@ def check_cached_attention(fn: Callable) -> CheckResult:
         "one too few": (shifted_mask(-1), "off by one: query i must also see its own key at position S-T+i"),
     }
     return run_check("cached_attention", fn, causal_attention, cases, mistakes=mistakes)
+
+
+def _rope_ref(x: Tensor, start_pos: int, theta: float = 10000.0) -> Tensor:
+    from .rope import apply_rope, rope_frequencies
+
+    t = x.shape[1]
+    return apply_rope(x, rope_frequencies(x.shape[-1], start_pos + t, theta)[start_pos:])
+
+
+def _rope_variant(x: Tensor, positions: Tensor, theta: float, *, half: bool = False, sign: float = 1.0,
+                  exponent: float = 2.0) -> Tensor:
+    """RoPE with a deliberate mistake: rotate_half layout, the opposite direction, or the wrong exponent."""
+    k = x.shape[-1]
+    inv_freq = theta ** (-exponent * torch.arange(k // 2, dtype=torch.float64) / k)  # (K/2,)
+    angles = (positions.double()[:, None] * inv_freq[None, :]).float()  # (T, K/2)
+    cos, sin = angles.cos()[None, :, None, :], sign * angles.sin()[None, :, None, :]
+    if half:  # pairs (i, i + K/2): the LLaMA / HF rotate_half layout
+        a, b = x[..., : k // 2], x[..., k // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    a, b = x[..., 0::2], x[..., 1::2]  # adjacent pairs (2i, 2i + 1)
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
+def check_rope_at(fn: Callable) -> CheckResult:
+    """Exercise 2.4: rotate T new tokens' q or k at their ABSOLUTE positions start_pos .. start_pos+T-1."""
+    cases = [(torch.randn(2, t, 2, 8, generator=_gen(300 + i)), start)
+             for i, (t, start) in enumerate(((3, 0), (1, 5), (2, 7), (1, 30)))]
+
+    def positions(x, start):
+        return torch.arange(start, start + x.shape[1])
+
+    mistakes = {
+        "position 0": (lambda x, start: _rope_variant(x, torch.arange(x.shape[1]), 10000.0),
+                       "positions start at 0: a new token sits at start_pos (+ its index), not at 0, or its "
+                       "score with every cached key uses the wrong distance"),
+        "one late": (lambda x, start: _rope_variant(x, positions(x, start) + 1, 10000.0),
+                     "off by one: the first new token's position is start_pos, not start_pos + 1"),
+        "rotate_half": (lambda x, start: _rope_variant(x, positions(x, start), 10000.0, half=True),
+                        "that is the rotate_half layout (pairs i and i + K/2): DeepSeek rotates ADJACENT "
+                        "pairs (2i, 2i + 1)"),
+        "direction": (lambda x, start: _rope_variant(x, positions(x, start), 10000.0, sign=-1.0),
+                      "the rotation goes the wrong way: (x0, x1) -> (x0·cos − x1·sin, x0·sin + x1·cos)"),
+        "exponent": (lambda x, start: _rope_variant(x, positions(x, start), 10000.0, exponent=1.0),
+                     "wrong frequencies: pair i turns by theta ** (-2i / K) per position"),
+    }
+    return run_check("rope_at", fn, _rope_ref, cases, mistakes=mistakes)

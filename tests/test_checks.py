@@ -284,3 +284,35 @@ def test_unknown_mode_is_an_error(checker, monkeypatch):
     monkeypatch.setenv(checks.MODE_ENV, "teacher")
     with pytest.raises(ValueError, match="teacher"):
         checker(not_implemented)
+
+
+# ---------------------------------------------------------------- Exercise 2.4: RoPE at start_pos
+def _rope_learner(x, start_pos, theta=10000.0, *, offset=0, half=False, sign=1.0, exponent=2.0, from_zero=False):
+    """An independent plain-torch RoPE with switchable mistakes (not the package's complex-number version)."""
+    t, width = x.shape[1], x.shape[-1]
+    first = 0 if from_zero else start_pos + offset
+    pos = torch.arange(first, first + t, dtype=torch.float64)
+    inv = theta ** (-exponent * torch.arange(width // 2, dtype=torch.float64) / width)
+    ang = pos[:, None] * inv[None, :]
+    cos, sin = ang.cos().float()[None, :, None, :], sign * ang.sin().float()[None, :, None, :]
+    if half:
+        a, b = x[..., : width // 2], x[..., width // 2:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], -1).flatten(-2)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(from_zero=True), "positions start at 0"),
+    (dict(offset=1), "not start_pos + 1"),
+    (dict(half=True), "rotate_half"),
+    (dict(sign=-1.0), "wrong way"),
+    (dict(exponent=1.0), "wrong frequencies"),
+], ids=["position-0", "one-late", "rotate-half", "direction", "exponent"])
+def test_rope_at_mistakes_are_named(kwargs, words, monkeypatch):
+    from minimodels.checks import check_rope_at
+
+    monkeypatch.setenv("MINIMODELS_CHECK_MODE", "student")
+    assert check_rope_at(_rope_learner).passed
+    result = check_rope_at(lambda x, s, theta=10000.0: _rope_learner(x, s, theta, **kwargs))
+    assert result.status == "failed" and words in result.message, result.message
