@@ -146,7 +146,11 @@ def train_round(model: nn.Module, data, cfg: TrainConfig, warmup: int) -> dict:
 
 
 def bare_round(model: nn.Module, data, cfg: TrainConfig, warmup: int) -> dict:
-    """The same steps with nothing around them; each step timed exactly where train() times it."""
+    """The same steps with nothing around them; each step timed exactly where train() times it.
+
+    The step is written out here on purpose (it repeats train()'s lines): the baseline must not call the code
+    whose overhead it measures.
+    """
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
     opt = make_optimizer(model, cfg)
