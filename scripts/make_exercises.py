@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Generate exercises/NN_topic.ipynb from solutions/NN_topic.ipynb (never edit exercises/ by hand).
+"""Generate exercises/NN_topic_exercises.ipynb from solutions/NN_topic_solutions.ipynb (never edit exercises/).
+
+The two names differ (and differ from the lesson's NN_topic.ipynb) so that JupyterLab tabs never read the same.
 
     python scripts/make_exercises.py            # (re)write exercises/, remove exercises without a solution
     python scripts/make_exercises.py --check    # exit 1 if exercises/ is stale, missing or has extra files
@@ -38,6 +40,16 @@ _MAGIC = re.compile(r"^(?P<indent>[ \t]*)[%!]")
 
 class ExerciseError(nbtools.NotebookError):
     """A solution notebook whose regions cannot be turned into an exercise."""
+
+
+SOLUTION_SUFFIX, EXERCISE_SUFFIX = "_solutions", "_exercises"
+
+
+def exercise_name(solution_stem: str) -> str:
+    """'01_baseline_gpt_solutions' -> '01_baseline_gpt_exercises' (a stem without the suffix is kept)."""
+    if solution_stem.endswith(SOLUTION_SUFFIX):
+        return solution_stem[: -len(SOLUTION_SUFFIX)] + EXERCISE_SUFFIX
+    return solution_stem
 
 
 def exercise_prefix(name: str) -> str:
@@ -164,8 +176,10 @@ def make_exercise(solution: dict, name: str) -> dict:
                 f"{where}: solution markers outside a code cell; tag the cell '{SOLUTION_ONLY_TAG}' instead"
             )
         else:
-            # links to the notebook itself (the Colab badge) must name the exercise's own path
-            cell["source"] = text.replace(f"/solutions/{name}.ipynb", f"/exercises/{name}.ipynb")
+            # links to the notebook itself (the Colab badge) and to sibling solution notebooks must name
+            # the exercise notebooks: solutions/NN_x_solutions.ipynb -> exercises/NN_x_exercises.ipynb
+            text = text.replace(f"/solutions/{name}.ipynb", f"/exercises/{exercise_name(name)}.ipynb")
+            cell["source"] = text.replace(f"{SOLUTION_SUFFIX}.ipynb", f"{EXERCISE_SUFFIX}.ipynb")
         cells.append(cell)
     return nbtools.clean(dict(solution, cells=cells))
 
@@ -175,7 +189,7 @@ def render_all(solutions_dir: Path) -> dict[str, str]:
     rendered = {}
     for path in sorted(solutions_dir.glob("*.ipynb")):
         exercise = make_exercise(nbtools.load(path), path.stem)
-        rendered[path.name] = nbtools.dumps(exercise)
+        rendered[exercise_name(path.stem) + ".ipynb"] = nbtools.dumps(exercise)
     return rendered
 
 
@@ -189,7 +203,7 @@ def compare(rendered: dict[str, str], exercises_dir: Path) -> list[str]:
         elif not nbtools.same_text(exercises_dir / name, text):
             lines.append(f"stale (differs from its solution): {exercises_dir.name}/{name}")
     for name in sorted(existing - set(rendered)):
-        lines.append(f"extra (no solutions/{name}): {exercises_dir.name}/{name}")
+        lines.append(f"extra (no solution notebook makes it): {exercises_dir.name}/{name}")
     return lines
 
 

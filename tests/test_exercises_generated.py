@@ -32,3 +32,14 @@ def test_no_solution_text_in_exercises(path):
         for marker in make_exercises.MARKER_WORDS:
             assert marker not in text, f"{path.name}, cell {number}: {marker!r} in a learner notebook"
         assert make_exercises.SOLUTION_ONLY_TAG not in nbtools.tags(cell), f"{path.name}, cell {number}"
+
+
+def test_no_two_notebooks_share_a_file_name():
+    """JupyterLab names a tab by the file name: a lesson, its exercises and its solutions must differ."""
+    names = [p.name for folder in ("lessons", "exercises", "solutions") for p in (ROOT / folder).glob("*.ipynb")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_exercise_names_follow_their_solution():
+    assert make_exercises.exercise_name("03_gqa_solutions") == "03_gqa_exercises"
+    assert make_exercises.exercise_name("01_relu") == "01_relu"  # no suffix: kept (small test courses)

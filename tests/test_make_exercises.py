@@ -230,7 +230,7 @@ def test_check_detects_extra_exercises_and_generation_removes_them(course, capsy
     (exercises / "99_orphan.ipynb").write_text((exercises / "02_two.ipynb").read_text())
     capsys.readouterr()
     assert make_exercises.main(["--check", *args]) == 1
-    assert "extra (no solutions/99_orphan.ipynb)" in capsys.readouterr().out
+    assert "extra (no solution notebook makes it): exercises/99_orphan.ipynb" in capsys.readouterr().out
     assert make_exercises.main(args) == 0
     assert not (exercises / "99_orphan.ipynb").exists()
 
