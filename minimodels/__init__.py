@@ -4,7 +4,7 @@ Lessons import only the public names below. See README.md for the map of which l
 """
 
 from .checkpoint import load_checkpoint, load_model, save_atomic
-from .config import TINY, ModelConfig, to_hf_config
+from .config import TINY, ModelConfig
 from .data import TokenData, get_batch, iter_eval_batches, load_data
 from .ffn import FeedForward
 from .generate import generate, sample_next
@@ -27,5 +27,5 @@ __all__ = [
     "kv_bytes_per_token", "kv_cache_report", "KV_PRESETS", "KVCache", "load_checkpoint", "load_data",
     "load_model", "lr_at", "MiniModel", "ModelConfig", "MultiHeadAttention", "pick_device", "Profile",
     "PROFILES", "RMSNorm", "rope_frequencies", "sample_next", "save_atomic", "seed_everything", "setup",
-    "show_source", "TINY", "to_hf_config", "TokenData", "train", "TrainConfig",
+    "show_source", "TINY", "TokenData", "train", "TrainConfig",
 ]

@@ -10,6 +10,7 @@ Taught in lessons/02_kv_cache.ipynb.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import torch
 from torch import Tensor
@@ -34,15 +35,24 @@ def cache_spec(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 class KVCache:
-    """Preallocated per-layer cache tensors of shape (batch, max_len, *spec[name])."""
+    """Preallocated per-layer cache tensors of shape (batch, max_len, *spec[name]).
+
+    A cache serves exactly one model layout (attention variant, layers, per-token tensors), one batch, one dtype
+    and one device; `MiniModel.forward` calls `claim` before it writes, so a mismatch raises an error that says
+    what to change instead of writing past the end, into another sequence's rows, or after unwritten positions.
+    """
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int | None = None, *,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         max_len = cfg.max_seq_len if max_len is None else max_len
-        if batch_size < 1 or max_len < 1:
-            raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be positive")
+        for name, value in (("batch_size", batch_size), ("max_len", max_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive int")
         if max_len > cfg.max_seq_len:
             raise ValueError(f"max_len={max_len} exceeds the model's max_seq_len={cfg.max_seq_len}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype={dtype!r}: the cache stores keys and values as the model computes them; "
+                             f"use the model's floating dtype (torch.float32, torch.bfloat16, torch.float16)")
         self.cfg, self.batch_size, self.max_len, self.dtype = cfg, batch_size, max_len, dtype
         self.spec = cache_spec(cfg)
         self.layers: list[dict[str, Tensor]] = [
@@ -50,7 +60,50 @@ class KVCache:
              for name, shape in self.spec.items()}
             for _ in range(cfg.n_layers)
         ]
-        self.length = 0  # positions filled so far; generate() advances it
+        self.length = 0  # positions 0 .. length-1 hold keys; each forward pass through the cache sets it
+
+    def claim(self, cfg: ModelConfig, tokens: Tensor, start_pos: int, dtype: torch.dtype) -> None:
+        """Check that a model with `cfg` computing in `dtype` may write `tokens` (B, T) at positions
+        start_pos .. start_pos+T-1, then mark them filled (length = start_pos + T: later positions are stale).
+
+        Raises ValueError saying what to change otherwise. start_pos may go back (to redo or branch from a
+        prefix) but never beyond `length`: positions never written would be attended to as zeros.
+        """
+        self._check_layout(cfg)
+        b, t = tokens.shape
+        if b != self.batch_size:
+            raise ValueError(f"the cache holds batch_size={self.batch_size} sequences but the input has {b}: a "
+                             f"cache serves exactly its batch (other rows would hold other sequences' keys); "
+                             f"allocate KVCache(cfg, batch_size={b}, ...)")
+        if dtype != self.dtype:
+            raise ValueError(f"the cache holds {self.dtype} but the model computes in {dtype}; allocate "
+                             f"KVCache(..., dtype={dtype}) (generate() does this for you)")
+        device = self.layers[0][next(iter(self.spec))].device
+        if device != tokens.device:
+            raise ValueError(f"the cache is on {device} but the tokens are on {tokens.device}; allocate "
+                             f"KVCache(..., device=\"{tokens.device}\")")
+        if isinstance(start_pos, bool) or not isinstance(start_pos, int) or start_pos < 0:
+            raise ValueError(f"start_pos={start_pos!r} must be an int >= 0: the position of the first new token")
+        if start_pos > self.length:
+            raise ValueError(f"start_pos={start_pos} would skip positions {self.length}..{start_pos - 1}, which "
+                             f"the cache has never been given (attention would read them as zeros); feed the "
+                             f"tokens from start_pos={self.length} on, or start again at start_pos=0")
+        if start_pos + t > self.max_len:
+            raise ValueError(f"positions {start_pos}..{start_pos + t - 1} do not fit in a cache of max_len="
+                             f"{self.max_len}; allocate KVCache(cfg, batch_size, max_len={start_pos + t}) or "
+                             f"more (up to max_seq_len={self.cfg.max_seq_len})")
+        self.length = start_pos + t
+
+    def _check_layout(self, cfg: ModelConfig) -> None:
+        """The cache must hold the tensors this model's layers write: same variant, layers and per-token shapes."""
+        if (cfg.attn, cfg.n_layers, cache_spec(cfg)) == (self.cfg.attn, len(self.layers), self.spec):
+            return
+        differ = [f"{f.name} {getattr(self.cfg, f.name)!r} vs {getattr(cfg, f.name)!r}" for f in fields(cfg)
+                  if getattr(self.cfg, f.name) != getattr(cfg, f.name)]
+        raise ValueError(f"this cache was built for another model: attn={self.cfg.attn!r}, {len(self.layers)} "
+                         f"layers, per-token tensors {self.spec} here; attn={cfg.attn!r}, {cfg.n_layers} layers, "
+                         f"{cache_spec(cfg)} in the model (config fields that differ, cache vs model: "
+                         f"{'; '.join(differ)}); allocate it from the model's config: KVCache(model.cfg, ...)")
 
     @property
     def nbytes(self) -> int:

@@ -24,8 +24,13 @@ from .rope import apply_rope
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:
     """Additive mask for T new queries that sit at the END of S keys.  -> (T, S), 0 or -inf
 
-    Query i is at absolute position s - t + i and may see keys 0 .. s - t + i.
+    Query i is at absolute position s - t + i and may see keys 0 .. s - t + i. More queries than keys would
+    leave the first queries no key at all (a row of -inf, NaN after softmax), so t > s raises.
     """
+    if t > s:
+        raise ValueError(f"causal_mask({t}, {s}): {t} queries but only {s} keys; each query needs its own key, "
+                         f"so the keys must cover every query's position (with a cache: the cached prefix "
+                         f"plus the new tokens)")
     q_pos = torch.arange(s - t, s, device=device)[:, None]  # (T, 1)
     k_pos = torch.arange(s, device=device)[None, :]  # (1, S)
     return torch.zeros(t, s, device=device).masked_fill(k_pos > q_pos, float("-inf"))

@@ -17,7 +17,7 @@ from .config import ATTN_KINDS, FFN_KINDS, ModelConfig
 from .ffn import FeedForward
 from .mha import MultiHeadAttention
 from .norms import RMSNorm
-from .rope import rope_frequencies
+from .rope import RopeTable
 
 # variant name -> module class; config.py lists the same names (a test keeps the two in step)
 ATTENTION = {"mha": MultiHeadAttention}
@@ -50,9 +50,8 @@ class MiniModel(nn.Module):
         self.layers = nn.ModuleList(Block(i, cfg) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)  # untied from embed, as in DeepSeek
-        # RoPE rotations for every position the model may see; not a parameter and not saved
-        self.register_buffer("freqs", rope_frequencies(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta),
-                             persistent=False)
+        # RoPE rotations for every position the model may see (complex64: .to() moves them but never casts them)
+        self.freqs = RopeTable(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -61,11 +60,10 @@ class MiniModel(nn.Module):
 
     def forward(self, tokens: Tensor, start_pos: int = 0, cache=None) -> Tensor:
         """tokens sit at positions start_pos..start_pos+T-1; `cache` is a KVCache (kv_cache.py) or None."""
-        check_tokens(tokens, self.cfg)
-        b, t = tokens.shape
-        if start_pos + t > self.cfg.max_seq_len:
-            raise ValueError(f"positions up to {start_pos + t} exceed max_seq_len={self.cfg.max_seq_len}; "
-                             f"use a shorter input or a config with a larger max_seq_len")
+        check_tokens(tokens, self.cfg, start_pos)
+        if cache is not None:  # it must be this model's, batch's and dtype's, with room for the new positions
+            cache.claim(self.cfg, tokens, start_pos, self.head.weight.dtype)
+        t = tokens.shape[1]
         freqs = self.freqs[start_pos:start_pos + t]  # (T, K/2)
         x = self.embed(tokens)  # (B, T, D)
         for i, layer in enumerate(self.layers):
@@ -82,15 +80,25 @@ def count_parameters(model: nn.Module, *, exclude_embedding: bool = False) -> in
 
 
 @torch.no_grad()
-def check_tokens(tokens: Tensor, cfg: ModelConfig) -> None:
-    """Clear errors for the usual input mistakes (wrong dtype, wrong rank, ids outside the vocabulary).
+def check_tokens(tokens: Tensor, cfg: ModelConfig, start_pos: int = 0) -> None:
+    """Clear errors for the usual input mistakes (not a tensor, wrong dtype or rank, empty, ids outside the
+    vocabulary, positions outside 0 .. max_seq_len - 1).
 
     The range check runs on CPU tensors only: on a GPU it would force a device sync every step.
     """
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"token ids must be a (batch, time) tensor, got {type(tokens).__name__}; for one "
+                        f"sequence use torch.tensor([ids])")
     if tokens.dtype not in (torch.long, torch.int32, torch.int64):
         raise TypeError(f"token ids must be an integer tensor, got dtype {tokens.dtype}")
-    if tokens.dim() != 2:
-        raise ValueError(f"token ids must have shape (batch, time), got {tuple(tokens.shape)}")
-    if tokens.device.type == "cpu" and tokens.numel() and (tokens.min() < 0 or tokens.max() >= cfg.vocab_size):
+    if tokens.dim() != 2 or not tokens.numel():
+        raise ValueError(f"token ids must have shape (batch, time) with at least one token, got "
+                         f"{tuple(tokens.shape)}; for one sequence use torch.tensor([ids])")
+    if isinstance(start_pos, bool) or not isinstance(start_pos, int) or start_pos < 0:
+        raise ValueError(f"start_pos={start_pos!r} must be an int >= 0: the position of the first token")
+    if start_pos + tokens.shape[1] > cfg.max_seq_len:
+        raise ValueError(f"positions up to {start_pos + tokens.shape[1]} exceed max_seq_len={cfg.max_seq_len}; "
+                         f"use a shorter input or a config with a larger max_seq_len")
+    if tokens.device.type == "cpu" and (tokens.min() < 0 or tokens.max() >= cfg.vocab_size):
         raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}); got min {int(tokens.min())}, "
                          f"max {int(tokens.max())}")

@@ -138,11 +138,15 @@ class BPETokenizer:
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
-        """Merge pairs until the vocabulary has vocab_size tokens; the alphabet is the text's characters."""
+    def train(cls, text: str, vocab_size: int, *, alphabet: Iterable[str] = ()) -> BPETokenizer:
+        """Merge pairs until the vocabulary has vocab_size tokens.
+
+        The alphabet is the text's characters plus any in `alphabet`: the corpus learns its merges from a sample
+        of the training text but passes every character of the full text, so none of them becomes <unk>.
+        """
         if not text:
             raise ValueError("cannot train a tokenizer on empty text")
-        alphabet = sorted(set(text))
+        alphabet = sorted(set(text).union(*alphabet))
         smallest = len(SPECIALS) + len(alphabet)
         if vocab_size < smallest:
             raise ValueError(
@@ -219,9 +223,14 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        state = json.loads(Path(path).read_text(encoding="ascii"))
-        if state.get("format") != FILE_FORMAT or state.get("specials") != list(SPECIALS):
-            raise ValueError(f"{path} is not a {FILE_FORMAT} tokenizer file")
+        return cls.from_json(Path(path).read_text(encoding="ascii"), source=str(path))
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "the text") -> BPETokenizer:
+        """The tokenizer that `to_json` wrote; ValueError if `text` is not one."""
+        state = json.loads(text)
+        if not isinstance(state, dict) or state.get("format") != FILE_FORMAT or state.get("specials") != list(SPECIALS):
+            raise ValueError(f"{source} is not a {FILE_FORMAT} tokenizer file")
         return cls(state["alphabet"], state["merges"])
 
 

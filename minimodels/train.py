@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,9 +24,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import (
+    CheckpointError,
+    check_model_config,
+    config_differences,
+    ensure_writable,
+    load_checkpoint,
+    save_atomic,
+)
 from .data import get_batch, iter_eval_batches
 from .profiles import autocast_dtype
+
+# Fields that may change between a run and its resume: they steer saving, display and how often the validation
+# loss is measured, never a weight update or a batch, so the resumed run still continues the same loss curve.
+# eval_batches is not among them: it changes what the validation loss measures, and one curve would mix two.
+RESUME_MAY_DIFFER = frozenset({"checkpoint_path", "checkpoint_every", "progress", "eval_every"})
+
+_INT_LIMITS = {  # field: (smallest, largest) accepted; the largest are far past any run the course needs
+    "steps": (1, 10**9), "batch_size": (1, 2**16), "seq_len": (1, 2**20), "eval_batches": (1, 10**6),
+    "warmup_steps": (0, 10**9), "eval_every": (0, 10**9), "checkpoint_every": (0, 10**9),
+    "seed": (-(2**63), 2**64 - 1),  # what torch.Generator.manual_seed accepts
+}
+_FLOAT_FIELDS = ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip")
 
 
 @dataclass(frozen=True)
@@ -44,15 +68,32 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "grad_clip", "weight_decay"):
+        for name, (low, high) in _INT_LIMITS.items():
+            self._set(name, _whole_number(name, getattr(self, name), low, high))
+        for name in _FLOAT_FIELDS:
+            self._set(name, _finite_number(name, getattr(self, name)))
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"lr={self.lr} must be in (0, 1]: AdamW moves each weight by about lr per step "
+                             f"(the course uses 1e-3 to 3e-3)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]: the cosine's floor, as a "
+                             f"fraction of lr")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1): it is a moving-average factor "
+                                 f"(DeepSeek uses beta1=0.9, beta2=0.95)")
+        for name in ("grad_clip", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"need lr > 0 and 0 <= min_lr_ratio <= 1, got lr={self.lr}, "
-                             f"min_lr_ratio={self.min_lr_ratio}")
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 switches it off)")
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(f"weight_decay={self.weight_decay} with lr={self.lr}: each step multiplies the weights by "
+                             f"1 - lr * weight_decay <= 0; use a weight_decay below {1 / self.lr:g} (DeepSeek: 0.1)")
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress={self.progress!r} must be True or False")
+        self._set("checkpoint_path", _checkpoint_path(self.checkpoint_path))
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)  # normalize in place (frozen): checkpoints must hold plain values
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
@@ -61,6 +102,30 @@ class TrainConfig:
                     warmup_steps=profile.warmup_steps, eval_every=profile.eval_every,
                     eval_batches=profile.eval_batches)
         return cls(**{**base, **overrides})
+
+
+def _whole_number(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}={value!r} must be a whole number (an int such as {max(low, 1)})")
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} must be between {low} and {high:,}")
+    return int(value)
+
+
+def _finite_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}={value!r} must be a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value} must be a finite number (nan and inf train to nan)")
+    return float(value)
+
+
+def _checkpoint_path(path) -> str | None:
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"checkpoint_path={path!r} must be a file path (str or Path) or None")
+    return os.path.expanduser(os.fspath(path))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -103,90 +168,204 @@ def _new_history() -> dict:
             "tokens": 0}
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or the notebook's stop button) during train().
+
+    A KeyboardInterrupt, so Run All stops and `except KeyboardInterrupt` still catches it. `.history` holds the
+    loss curve so far, `.saved_step` the step count that `.path` holds now (None: nothing saved).
+    """
+
+    def __init__(self, message: str, *, path: str | None, saved_step: int | None, history: dict):
+        super().__init__(message)
+        self.path, self.saved_step, self.history = path, saved_step, history
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or the gradient norm became nan or inf; `.history` holds the curve up to the bad step."""
+
+    def __init__(self, message: str, *, history: dict):
+        super().__init__(message)
+        self.history = history
+
+
+class _DeferInterrupt:
+    """Within its `with`, the first Ctrl-C only sets `requested`: the step in flight finishes and train() stops
+    at the step boundary, in a state it can save. A second Ctrl-C raises KeyboardInterrupt at once."""
+
+    def __enter__(self) -> _DeferInterrupt:
+        self.requested, self._previous = False, None
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.SIG_IGN:  # a process started to ignore Ctrl-C keeps ignoring it
+            self._previous = signal.SIG_DFL if previous is None else previous
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        with contextlib.suppress(Exception):
+            print("\ninterrupt: finishing this step, then saving (interrupt again to stop at once, unsaved)",
+                  file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _save(path: str, model: nn.Module, opt: torch.optim.Optimizer, step: int, history: dict,
-          gen: torch.Generator, cfg: TrainConfig) -> None:
+          gen: torch.Generator, cfg: TrainConfig, saved_step: int | None) -> None:
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:  # never replace a good checkpoint with broken weights
+        raise TrainingDivergedError(_diverged(f"after step {step - 1} the weights {bad[:3]} hold nan or inf",
+                                              cfg, saved_step), history=history)
     save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": model.cfg.to_dict(),
                  "train_config": asdict(cfg), "step": step, "history": history,
                  "sampler_state": gen.get_state()}, path)
+
+
+def _diverged(what: str, cfg: TrainConfig, saved_step: int | None) -> str:
+    kept = (f"{cfg.checkpoint_path} still holds the last good state (after {saved_step} steps)"
+            if saved_step is not None else "no checkpoint of this run was written")
+    clip = f"grad_clip={cfg.grad_clip} now" if cfg.grad_clip else "grad_clip=1.0; it is off now"
+    return (f"training stopped: {what}. The model in memory is no longer usable; {kept}. Try a lower lr "
+            f"(lr={cfg.lr:g} now), gradient clipping ({clip}), or check the data (token ids, batches). "
+            f"The curve so far is in this error's .history")
+
+
+def _resume(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, cfg: TrainConfig,
+            device: torch.device) -> tuple[dict, int]:
+    """Load cfg.checkpoint_path into model, optimizer and sampler, after checking it is this run's."""
+    ckpt = load_checkpoint(cfg.checkpoint_path, map_location=device)
+    check_model_config(ckpt, model, cfg.checkpoint_path)
+    diffs = resume_differences(ckpt, cfg)
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume from {cfg.checkpoint_path}: these training settings differ from the run that wrote it "
+            f"(checkpoint -> requested): {'; '.join(diffs)}. Resuming with them would not continue the same run "
+            f"(the learning-rate schedule, the batches or the optimizer depend on them). Either use the "
+            f"checkpoint's values (in TrainConfig, or the matching minimodels-train options), or start a fresh "
+            f"run (without resume, or with another checkpoint path)")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    gen.set_state(ckpt["sampler_state"].cpu())
+    return ckpt["history"], ckpt["step"]
+
+
+def resume_differences(ckpt: dict, cfg: TrainConfig) -> list[str]:
+    """The training settings (other than RESUME_MAY_DIFFER) that differ between a checkpoint and `cfg`."""
+    if "train_config" not in ckpt:
+        return ["train_config: not saved (a checkpoint train() did not write) -> given"]
+    return config_differences(ckpt["train_config"], asdict(cfg), ignore=RESUME_MAY_DIFFER)
+
+
+def _interrupted(cfg: TrainConfig, steps_done: int | None, saved_step: int | None,
+                 history: dict) -> TrainingInterrupted:
+    """The exception train() raises on Ctrl-C, with a message that works in a notebook and in a shell."""
+    path, total = cfg.checkpoint_path, cfg.steps
+    how = (f"Continue the same loss curve with train(model, data, cfg, resume=True) in Python, or "
+           f"`minimodels-train --resume --out {path}` (same options) in a shell")
+    if saved_step is not None and saved_step == steps_done:
+        text = f"training interrupted after {steps_done} of {total} steps, saved to {path}. {how}"
+    elif saved_step is not None:
+        text = (f"training interrupted in the middle of a step, which was not saved; {path} holds the state "
+                f"after {saved_step} of {total} steps. {how}")
+    else:
+        text = (f"training interrupted after {len(history['step'])} of {total} steps; nothing was saved"
+                + ("" if path else " (set TrainConfig(checkpoint_path=...) to be able to resume)"))
+    return TrainingInterrupted(text, path=path, saved_step=saved_step, history=history)
 
 
 def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plot: bool = False,
           callback: Callable[[int, dict], None] | None = None) -> dict:
     """Train `model` on `data.train`, evaluating on `data.val`; return the history dict.
 
-    resume=True continues from cfg.checkpoint_path. plot=True shows a live plotly loss curve in a notebook.
-    `callback(step, history)` runs after every step. Set cfg.checkpoint_every to be able to resume an
-    interrupted run from its last checkpoint.
+    resume=True continues from cfg.checkpoint_path, with the same settings (it checks them). plot=True shows a
+    live plotly loss curve in a notebook. `callback(step, history)` runs after every step.
+    Ctrl-C (or the notebook's stop button) lets the step in flight finish, saves it to cfg.checkpoint_path if
+    set, and raises TrainingInterrupted (a KeyboardInterrupt: Run All stops instead of running the next cells
+    with a half-trained model); resume=True then continues the same loss curve. A nan or inf loss or gradient
+    norm raises TrainingDivergedError, and no broken weights are saved.
     """
     device = next(model.parameters()).device
     amp = autocast_dtype(device)
+    if cfg.checkpoint_path:
+        ensure_writable(cfg.checkpoint_path)  # now, not after the whole run
     opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # the only randomness in the loop: batch offsets
-    history, start = _new_history(), 0
-    if resume:
-        if not cfg.checkpoint_path:
-            raise ValueError("resume=True needs TrainConfig(checkpoint_path=...)")
-        ckpt = load_checkpoint(cfg.checkpoint_path, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["sampler_state"].cpu())
-        history, start = ckpt["history"], ckpt["step"]
-    live = None
+    if resume and not cfg.checkpoint_path:
+        raise ValueError("resume=True needs TrainConfig(checkpoint_path=...)")
+    history, start = _resume(model, opt, gen, cfg, device) if resume else (_new_history(), 0)
+    live = bar = None
     if plot:
         from .viz import LiveLossPlot
 
         live = LiveLossPlot(history)
-    bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
     model.train()
-    step = start
+    steps_done, saved_step = start, (start if resume else None)  # steps_done: None while a step is in flight
     try:
-        for step in range(start, cfg.steps):
-            t0 = time.perf_counter()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            x, y = get_batch(data.train, cfg.batch_size, cfg.seq_len, generator=gen, device=device)
-            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-                loss = lm_loss(model, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            loss_value = loss.item()  # also waits for the device, so the timing below is honest
-            history["train_time_s"] += time.perf_counter() - t0
-            history["tokens"] += x.numel()
-            history["step"].append(step)
-            history["loss"].append(loss_value)
-            history["lr"].append(opt.param_groups[0]["lr"])
-            last = step == cfg.steps - 1
-            if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+        with _DeferInterrupt() as stop:
+            for step in range(start, cfg.steps):
+                steps_done = None
+                t0 = time.perf_counter()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                x, y = get_batch(data.train, cfg.batch_size, cfg.seq_len, generator=gen, device=device)
                 with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-                    val = evaluate(model, data.val, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-                history["val_step"].append(step)
-                history["val_loss"].append(val)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}",
-                                val=f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-")
-            if live is not None:
-                live.update(history)
-            if cfg.checkpoint_path and (last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
-                _save(cfg.checkpoint_path, model, opt, step + 1, history, gen, cfg)
-            if callback is not None:
-                callback(step, history)
+                    loss = lm_loss(model, x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+                opt.step()
+                # one transfer, which also waits for the device, so the timing below is honest
+                loss_value, norm_value = (loss.item(), 0.0) if norm is None else \
+                    torch.stack((loss.detach(), norm.float())).tolist()
+                history["train_time_s"] += time.perf_counter() - t0
+                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                    raise TrainingDivergedError(_diverged(
+                        f"at step {step} the loss is {loss_value} and the gradient norm "
+                        f"{norm_value if norm is not None else 'was not measured (grad_clip=0)'}", cfg, saved_step),
+                        history=history)
+                history["tokens"] += x.numel()
+                history["step"].append(step)
+                history["loss"].append(loss_value)
+                history["lr"].append(opt.param_groups[0]["lr"])
+                last = step == cfg.steps - 1
+                if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
+                    with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                        val = evaluate(model, data.val, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+                    history["val_step"].append(step)
+                    history["val_loss"].append(val)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.3f}",
+                                    val=f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-")
+                if live is not None:
+                    live.update(history)
+                if cfg.checkpoint_path and (last or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
+                    _save(cfg.checkpoint_path, model, opt, step + 1, history, gen, cfg, saved_step)
+                    saved_step = step + 1
+                steps_done = step + 1  # a consistent state: weights, optimizer, sampler and history agree
+                if callback is not None:
+                    callback(step, history)
+                if stop.requested:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        # an interrupt can land mid-step, so only the last periodic checkpoint is a consistent state
-        if cfg.checkpoint_path and Path(cfg.checkpoint_path).is_file():
-            print(f"interrupted at step {step}: resume from the checkpoint in {cfg.checkpoint_path} with "
-                  f"train(..., resume=True); it continues the same loss curve")
-        raise
+        if cfg.checkpoint_path and steps_done is not None and saved_step != steps_done:
+            _save(cfg.checkpoint_path, model, opt, steps_done, history, gen, cfg, saved_step)
+            saved_step = steps_done
+        raise _interrupted(cfg, steps_done, saved_step, history) from None
     finally:
         if bar is not None:
             bar.close()
+        if live is not None and hasattr(live, "finish"):
+            live.finish(history)  # a static figure of the run replaces the live chart
     history["tokens_per_s"] = history["tokens"] / max(history["train_time_s"], 1e-9)
     return history
 
@@ -204,7 +383,8 @@ def baseline_path(profile, data) -> Path:
 def baseline_model(profile=None, *, data=None, device=None, retrain: bool = False, plot: bool = False,
                    progress: bool = True) -> tuple[nn.Module, dict]:
     """The profile's trained baseline GPT and its history: loaded if lesson 01 (or an earlier call) saved it,
-    else trained now with the profile's budget (seed 0) and saved for the next lesson."""
+    else trained now with the profile's budget (seed 0) and saved for the next lesson. A corrupt or unusable
+    saved baseline is reported and trained again; an interrupted one is resumed."""
     from dataclasses import replace
 
     from .data import load_data
@@ -218,11 +398,23 @@ def baseline_model(profile=None, *, data=None, device=None, retrain: bool = Fals
     torch.manual_seed(0)
     model = MiniModel(replace(profile.model, vocab_size=data.tokenizer.vocab_size)).to(device)
     cfg = TrainConfig.from_profile(profile, checkpoint_path=str(path), progress=progress)
-    if path.is_file() and not retrain:
-        ckpt = load_checkpoint(path, map_location=device)
-        if ckpt["step"] >= cfg.steps:
-            model.load_state_dict(ckpt["model"])
-            return model.eval(), ckpt["history"]
-    history = train(model, data, cfg, plot=plot)
+    ckpt = None if retrain or not path.is_file() else _usable_baseline(path, model, device)
+    if ckpt is not None and ckpt["step"] >= cfg.steps:
+        model.load_state_dict(ckpt["model"])
+        return model.eval(), ckpt["history"]
+    resume = ckpt is not None and not resume_differences(ckpt, cfg)
+    if resume:
+        print(f"resuming the interrupted baseline at step {ckpt['step']} of {cfg.steps} ({path})", file=sys.stderr)
+    history = train(model, data, cfg, plot=plot, resume=resume)
     return model.eval(), history
 
+
+def _usable_baseline(path: Path, model: nn.Module, device: torch.device) -> dict | None:
+    """The saved baseline's checkpoint, or None (said on stderr) if it is corrupt or of another model."""
+    try:
+        ckpt = load_checkpoint(path, map_location=device)
+        check_model_config(ckpt, model, path)
+        return ckpt
+    except CheckpointError as err:
+        print(f"the saved baseline cannot be used, so it is trained again now: {err}", file=sys.stderr)
+        return None

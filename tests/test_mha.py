@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from minimodels.config import ModelConfig
@@ -41,3 +42,12 @@ def test_matches_torch_sdpa():
     ref = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                            is_causal=True, scale=1 / math.sqrt(8))
     torch.testing.assert_close(causal_attention(q, k, v), ref.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_more_queries_than_keys_raise_instead_of_nan_rows():
+    with pytest.raises(ValueError, match=r"causal_mask\(3, 2\): 3 queries but only 2 keys"):
+        causal_mask(3, 2)
+    q = torch.randn(1, 3, 2, 4)
+    with pytest.raises(ValueError, match="each query needs its own key"):
+        causal_attention(q, q[:, :2], q[:, :2])  # the first query would see no key: softmax of all -inf is NaN
+    assert torch.isfinite(causal_attention(q, q, q)).all() and causal_mask(0, 2).shape == (0, 2)

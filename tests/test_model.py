@@ -46,3 +46,28 @@ def test_gradients_reach_every_parameter():
     model = MiniModel(CFG)
     model(torch.randint(0, 50, (2, 8))).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("tokens, error, words", [
+    ([[1, 2, 3]], TypeError, r"got list; for one sequence use torch.tensor\(\[ids\]\)"),
+    (torch.zeros(1, 0, dtype=torch.long), ValueError, r"at least one token, got \(1, 0\)"),
+    (torch.zeros(0, 3, dtype=torch.long), ValueError, r"at least one token, got \(0, 3\)"),
+    (torch.tensor([1, 2, 3]), ValueError, r"got \(3,\); for one sequence use torch.tensor\(\[ids\]\)"),
+])
+def test_empty_list_and_1d_inputs_say_what_to_pass(tokens, error, words):
+    with pytest.raises(error, match=words):
+        MiniModel(CFG)(tokens)
+
+
+@pytest.mark.parametrize("start_pos", [-1, 1.0, True, torch.tensor(1)])
+def test_start_pos_must_be_a_non_negative_int(start_pos):
+    """A negative start_pos used to slice the RoPE table from its end: rotations of positions near max_seq_len."""
+    with pytest.raises(ValueError, match="must be an int >= 0: the position of the first token"):
+        MiniModel(CFG)(torch.zeros(1, 2, dtype=torch.long), start_pos=start_pos)
+
+
+def test_state_dict_has_no_rope_table():
+    """The rotations are rebuilt from the config: checkpoints written before the RopeTable change still load."""
+    model = MiniModel(CFG)
+    assert not any("freqs" in name for name in model.state_dict())
+    MiniModel(CFG).load_state_dict(model.state_dict())  # strict

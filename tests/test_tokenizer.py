@@ -145,6 +145,22 @@ def test_other_errors(tok, tmp_path):
         BPETokenizer.load(bad)
 
 
+def test_extra_alphabet_keeps_rare_characters_out_of_unk():
+    # the corpus learns merges from a sample but passes the full text's characters, so none becomes <unk>
+    tok = BPETokenizer.train("abab abab", 12, alphabet={"é", "z"})
+    assert tok.alphabet == [" ", "a", "b", "z", "é"]
+    assert UNK_ID not in tok.encode("zé ab") and tok.decode(tok.encode("zé ab")) == "zé ab"
+    assert BPETokenizer.train("abab abab", 12).encode("z") == [UNK_ID]
+    assert tok.merges == BPETokenizer.train("abab abab", 12 - 2).merges  # merges come from the text only
+
+
+def test_from_json_round_trip_and_rejects_other_json(tok):
+    assert BPETokenizer.from_json(tok.to_json()) == tok
+    for text in ("[1, 2]", '{"format": "minimodels-bpe-v1", "specials": ["<eos>", "<unk>"]}'):
+        with pytest.raises(ValueError, match="cache/x is not a minimodels-bpe-v1"):
+            BPETokenizer.from_json(text, source="cache/x")
+
+
 def test_stops_early_when_nothing_left_to_merge():
     tok = BPETokenizer.train("ab", 50)
     assert tok.vocab_size == 5  # <unk>, <eos>, a, b, ab

@@ -1,0 +1,51 @@
+"""Checkers for the exercise notebooks: compare a learner's function with the package on varied inputs.
+
+    from minimodels.checks import check_split_heads
+    check_split_heads(split_heads)   # prints ✅, ❌ with the likely mistake, or ⏳ "not implemented yet"
+
+engine.py runs the checks (cases, named mistakes, check modes: see its docstring); messages.py words the
+verdicts; one module per lesson declares that lesson's exercises (lesson01.py, lesson02.py, ...). A new lesson
+adds a module with `Exercise(...)` objects and `check_*` functions, and lists them below.
+"""
+
+from .engine import (
+    DEFAULT,
+    MODE_ENV,
+    Case,
+    CheckResult,
+    Exercise,
+    Mistake,
+    build_cases,
+    check_mode,
+    run_check,
+    vary,
+)
+from .lesson01 import CAUSAL_ATTENTION, RMS_NORM, SPLIT_HEADS, check_causal_attention, check_rms_norm, check_split_heads
+from .lesson02 import (
+    CACHE_WRITE,
+    CACHED_ATTENTION,
+    KV_BYTES,
+    ROPE_AT,
+    check_cache_write,
+    check_cached_attention,
+    check_kv_bytes_per_token,
+    check_rope_at,
+)
+
+# every exercise of the course, by its check function's name (tests run the engine's rules over all of them)
+EXERCISES: dict[str, Exercise] = {
+    "check_split_heads": SPLIT_HEADS,
+    "check_causal_attention": CAUSAL_ATTENTION,
+    "check_rms_norm": RMS_NORM,
+    "check_kv_bytes_per_token": KV_BYTES,
+    "check_cache_write": CACHE_WRITE,
+    "check_cached_attention": CACHED_ATTENTION,
+    "check_rope_at": ROPE_AT,
+}
+
+__all__ = [
+    "CACHED_ATTENTION", "CACHE_WRITE", "CAUSAL_ATTENTION", "DEFAULT", "EXERCISES", "KV_BYTES", "MODE_ENV",
+    "RMS_NORM", "ROPE_AT", "SPLIT_HEADS", "Case", "CheckResult", "Exercise", "Mistake", "build_cases",
+    "check_cache_write", "check_cached_attention", "check_causal_attention", "check_kv_bytes_per_token",
+    "check_mode", "check_rms_norm", "check_rope_at", "check_split_heads", "run_check", "vary",
+]

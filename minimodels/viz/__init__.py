@@ -1,0 +1,43 @@
+"""Figures and widgets of the course, one module per topic.
+
+Every visual is a function that takes tensors, histories, configs or measurements and returns a plotly
+`go.Figure` or an ipywidgets container, so a lesson shows it with one line and a test inspects it without a
+browser. Static figures are saved with the notebook; live widgets need a running kernel and, reopened
+without one, leave a note that says to run their cell (common.py).
+
+- common.py     kernel detection, byte units, readable log ticks, the "run this cell" note
+- loss.py       loss curves and the live loss plot of train(plot=True)        (lesson 01)
+- attention.py  attention heatmaps, previous-token share, RoPE score by distance (lesson 01)
+- kv.py         KV-cache bytes per token and the KV-cache calculator         (lessons 00, 02)
+- speed.py      decoding speed and the roofline of prefill vs decode          (lesson 02)
+Later dashboards (a KV explorer, expert routing) get a module of their own here.
+"""
+
+from .attention import (
+    attention_heatmap,
+    even_previous_share,
+    previous_token_share,
+    rope_distance_figure,
+    rope_scores_by_distance,
+)
+from .common import byte_unit, in_unit, log_axis, log_ticks
+from .kv import (
+    COURSE_MODEL,
+    CUSTOM,
+    HIGHLIGHT,
+    MUTED,
+    RUN_NAMES,
+    SHAPE_NAMES,
+    KVCacheCalculator,
+    kv_bytes_chart,
+    kv_cache_calculator,
+)
+from .loss import LOSS_AXES, LiveLossPlot, loss_curve_figure
+from .speed import attainable, decode_speed_figure, roofline_figure
+
+__all__ = [
+    "attainable", "attention_heatmap", "byte_unit", "COURSE_MODEL", "CUSTOM", "decode_speed_figure",
+    "even_previous_share", "HIGHLIGHT", "in_unit", "kv_bytes_chart", "kv_cache_calculator", "KVCacheCalculator",
+    "LiveLossPlot", "log_axis", "log_ticks", "LOSS_AXES", "loss_curve_figure", "MUTED", "previous_token_share",
+    "roofline_figure", "rope_distance_figure", "rope_scores_by_distance", "RUN_NAMES", "SHAPE_NAMES",
+]
