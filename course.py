@@ -40,6 +40,7 @@ import hashlib  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import ssl  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
@@ -87,12 +88,26 @@ def fail(message, code=1):
 
 
 def wait(process):
-    """Wait for a child, letting it handle Ctrl-C itself (JupyterLab asks before shutting down)."""
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            continue
+    """Wait for a child, letting it handle Ctrl-C itself (JupyterLab asks before shutting down).
+
+    A SIGTERM to course.py (`docker stop`, a process manager) is passed on to the child, so JupyterLab shuts
+    its kernels down instead of being left running without its parent.
+    """
+
+    def forward(signum, frame):
+        process.send_signal(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can handlers be set
+    previous = signal.signal(signal.SIGTERM, forward) if in_main_thread else None
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run(cmd, env=None):

@@ -94,7 +94,7 @@ def source_fingerprint(root: Path) -> dict:
             continue  # e.g. no pydoc_data: the build notes it
         entries.append([rel, st.st_size, st.st_mtime_ns])
     state = {"python": platform.python_version(), "corpus_version": CORPUS_VERSION, "root": str(root),
-             "files": entries}
+             "val_modulus": VAL_MODULUS, "generated_mark": GENERATED_MARK, "files": entries}
     return {"files": len(entries), "sha256": sha256_text(json.dumps(state))}
 
 

@@ -19,8 +19,8 @@ Used by benchmarks/bench_baseline.py (MFU); lesson 00 introduces FLOPs per token
 """
 
 # Shapes: D = dim, H = n_heads, G = n_kv_heads, K = qk head width (MLA: qk_nope_head_dim), V = v_head_dim,
-# C = kv_lora_rank, R = qk_rope_head_dim, F = inter_dim, L = n_layers, T = keys each query attends to
-# ("context"), n = side of a square matmul
+# C = kv_lora_rank, R = qk_rope_head_dim, F = inter_dim, E = n_routed_experts, L = n_layers,
+# T = keys each query attends to ("context"), n = side of a square matmul
 
 from __future__ import annotations
 
@@ -85,13 +85,24 @@ def dense_ffn_count(cfg: ModelConfig, layer_id: int) -> PartCount:
     return PartCount(weights, weights)
 
 
+def moe_count(cfg: ModelConfig, layer_id: int) -> PartCount:
+    """DeepSeekMoE: the first n_dense_layers keep the dense FFN; later layers have a router (D -> E scores),
+    n_shared_experts always on and n_activated_experts of n_routed_experts routed ones, each a SwiGLU of width
+    moe_inter_dim. Total weights count every expert; active ones the experts a token actually runs."""
+    if layer_id < cfg.n_dense_layers:
+        return dense_ffn_count(cfg, layer_id)
+    expert = 3 * cfg.dim * cfg.moe_inter_dim
+    always = cfg.dim * cfg.n_routed_experts + cfg.n_shared_experts * expert  # router + shared experts
+    return PartCount(always + cfg.n_routed_experts * expert, always + cfg.n_activated_experts * expert)
+
+
 # variant name -> count, for every key of model.py's ATTENTION / FEED_FORWARD (a test checks it);
 # attention counts take the config, FFN counts also the layer index (MoE keeps dense FFNs in its first layers)
 ATTENTION_COUNTS: dict[str, Callable[[ModelConfig], PartCount]] = {
     "mha": mha_count, "gqa": gqa_count, "mla": mla_count,
     "mla_lowrank": lambda cfg: mla_count(cfg, decoupled_rope=False),  # lesson 04's start: no rope channels
 }
-FFN_COUNTS: dict[str, Callable[[ModelConfig, int], PartCount]] = {"dense": dense_ffn_count}
+FFN_COUNTS: dict[str, Callable[[ModelConfig, int], PartCount]] = {"dense": dense_ffn_count, "moe": moe_count}
 
 
 @dataclass(frozen=True)
@@ -230,4 +241,5 @@ def measure_matmul_peak(sizes: tuple[int, ...] = (256, 512, 1024, 2048), *, repe
 
 __all__ = ["ATTENTION_COUNTS", "count_flops", "counted_flops", "dense_ffn_count", "FFN_COUNTS",
            "FLOPS_CONVENTION", "FlopsCount", "forward_flops_per_token", "gqa_count", "MatmulPeak",
-           "measure_matmul_peak", "mfu", "mha_count", "mla_count", "PartCount", "training_flops_per_token"]
+           "measure_matmul_peak", "mfu", "mha_count", "mla_count", "moe_count", "PartCount",
+           "training_flops_per_token"]

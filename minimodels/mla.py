@@ -58,8 +58,8 @@ def causal_softmax(scores: Tensor, scale: float) -> Tensor:
     return scores.softmax(dim=-1).to(dtype)
 
 
-def naive_attention(q_nope: Tensor, q_pe: Tensor | None, c_kv: Tensor, k_pe: Tensor | None, wkv_b: Tensor,
-                    scale: float) -> Tensor:
+def mla_naive_attention(q_nope: Tensor, q_pe: Tensor | None, c_kv: Tensor, k_pe: Tensor | None,
+                        wkv_b: Tensor, scale: float) -> Tensor:
     """Up-project the latent to per-head keys and values, then ordinary attention.
 
     q_nope (B, T, H, K), q_pe (B, T, H, R), c_kv (B, S, C), k_pe (B, S, R), wkv_b (H·(K+V), C) -> (B, T, H, V)
@@ -75,11 +75,11 @@ def naive_attention(q_nope: Tensor, q_pe: Tensor | None, c_kv: Tensor, k_pe: Ten
     return torch.einsum("bhts,bshv->bthv", probs, v)  # (B, T, H, V)
 
 
-def absorbed_attention(q_nope: Tensor, q_pe: Tensor | None, c_kv: Tensor, k_pe: Tensor | None, wkv_b: Tensor,
-                       scale: float) -> Tensor:
+def mla_absorbed_attention(q_nope: Tensor, q_pe: Tensor | None, c_kv: Tensor, k_pe: Tensor | None,
+                           wkv_b: Tensor, scale: float) -> Tensor:
     """Attend over the latent directly: W^UK folded into the query, W^UV applied after attention.
 
-    Same inputs and output as `naive_attention`; per-head K and V are never built.
+    Same inputs and output as `mla_naive_attention`; per-head K and V are never built.
     """
     w_uk, w_uv = split_wkv_b(wkv_b, q_nope.shape[2], q_nope.shape[3])  # (H, K, C), (H, V, C)
     q_lat = torch.einsum("bthk,hkc->bthc", q_nope, w_uk)  # (B, T, H, C): q_nope_i^T W^UK_i
@@ -160,7 +160,7 @@ class MultiHeadLatentAttention(nn.Module):
         if cache is not None:  # both paths write (and read back) the same latent cache
             c_kv, k_pe = write_latent_cache(cache, c_kv, k_pe, start_pos)  # (B, S, C), (B, S, R)
         absorb = self.attn_impl == "absorb" or (self.attn_impl == "auto" and t == 1)
-        attend = absorbed_attention if absorb else naive_attention
+        attend = mla_absorbed_attention if absorb else mla_naive_attention
         o = attend(q_nope, q_pe, c_kv, k_pe, self.wkv_b.weight, self.softmax_scale)  # (B, T, H, V)
         return self.wo(o.flatten(2))  # (B, T, D)
 

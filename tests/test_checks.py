@@ -31,6 +31,13 @@ def test_correct_implementation_passes(checker, fn, capsys):
     assert capsys.readouterr().out == result.message + "\n"  # the check prints its one-line verdict
 
 
+@pytest.mark.parametrize("name, fn", [v[:2] for v in wa.RIGHT_VARIANTS], ids=[v[2] for v in wa.RIGHT_VARIANTS])
+def test_right_answers_written_other_ways_pass(name, fn):
+    """More cases and stricter rules must not reject correct code: fused attention, -1e9, complex RoPE, ..."""
+    result = getattr(checks, name)(fn)
+    assert result.passed, result.message
+
+
 @pytest.mark.parametrize("checker, fn, words", WRONG)
 def test_wrong_implementation_is_caught_and_named(checker, fn, words, capsys):
     result = checker(fn)  # student mode: prints, never raises

@@ -143,12 +143,18 @@ def test_a_mistake_matching_one_case_only_gets_the_generic_message(name, fn, mis
 
 
 @pytest.mark.parametrize("name", EXERCISES)
+def test_every_reference_passes_its_own_check_without_changing_its_inputs(name):
+    assert EXERCISES[name].verdict(EXERCISES[name].reference).passed
+
+
+@pytest.mark.parametrize("name", EXERCISES)
 def test_every_mistake_is_wrong_and_tells_itself_apart(name):
     """A mistake equal to the reference, or to an earlier mistake on every case, could never be named."""
     exercise = EXERCISES[name]
     want = _outcomes(exercise, exercise.reference)
     for mistake in exercise.mistakes:
         got = _outcomes(exercise, mistake.fn)
+        assert any(g.error is None for g in got), f"{mistake.name} crashes everywhere: it would name any crash"
         assert not all(exercise.same(g, w) for g, w in zip(got, want)), f"{mistake.name} is not a mistake"
         found = exercise.matching_mistake(got)
         assert found is not None and found.hint == mistake.hint, f"{mistake.name} is named {found}"

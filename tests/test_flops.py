@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -121,6 +122,33 @@ def test_missing_registration_and_bad_context_say_what_to_change(monkeypatch):
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="context"):
             count_flops(SMALL, bad)
+
+
+def test_moe_total_and_active_params_match_deepseekmoe_16b():
+    """DeepSeekMoE 16B (arXiv:2401.06066 §5): 16.4B total, 2.8B activated parameters (embeddings included)."""
+    cfg = SimpleNamespace(attn="mha", ffn="moe", vocab_size=102400, dim=2048, n_layers=28, n_heads=16, head_dim=128,
+                          inter_dim=10944, n_dense_layers=1, n_routed_experts=64, n_shared_experts=2,
+                          n_activated_experts=6, moe_inter_dim=1408)
+    c, embedding = count_flops(cfg, 4096), cfg.vocab_size * cfg.dim
+    assert round((c.params + embedding) / 1e9, 1) == 16.4
+    assert round((c.active_params + embedding) / 1e9, 1) == 2.8
+    assert c.forward == 2 * c.active_params + 28 * 4 * 2048 * 4096  # FLOPs follow the activated weights
+    expert = 3 * 2048 * 1408
+    assert c.params - c.active_params == 27 * (64 - 6) * expert  # only the routed experts a token skips
+
+
+MOE = dict(ffn="moe", n_dense_layers=1, n_routed_experts=8, n_shared_experts=1, n_activated_experts=2, moe_inter_dim=16)
+
+
+@pytest.mark.parametrize("seq_len", [5, 12])
+def test_moe_closed_form_equals_flop_counter(seq_len):
+    if "moe" not in FFN_KINDS:
+        pytest.skip("ffn='moe' is not in config.FFN_KINDS yet")
+    cfg = ModelConfig(vocab_size=64, dim=32, n_layers=3, n_heads=4, inter_dim=64, max_seq_len=24, **MOE)
+    model = model_of(cfg)
+    tokens = torch.randint(0, cfg.vocab_size, (2, seq_len))
+    assert counted_flops(model, tokens) == 2 * seq_len * forward_flops_per_token(cfg, seq_len)
+    assert counted_flops(model, tokens, backward=True) == 2 * seq_len * training_flops_per_token(cfg, seq_len)
 
 
 def test_matmul_peak_returns_a_positive_rate_and_its_details():

@@ -121,8 +121,9 @@ def test_a_cache_of_another_batch_is_refused(model):
 
 
 def test_the_model_is_left_in_its_mode_after_an_error(model):
-    model.train()
-    with pytest.raises(ValueError):
-        generate(model, torch.zeros(1, 3, dtype=torch.long), 4, cache=KVCache(CFG, 2, 10))
-    assert model.training
-    model.eval()
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(ValueError, match="batch_size=2"):  # raised inside the loop, after model.eval()
+            generate(model, torch.zeros(1, 3, dtype=torch.long), 4, cache=KVCache(CFG, 2, 10))
+        assert model.training == training
+    model.train()  # the fixture's mode

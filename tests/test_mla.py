@@ -11,8 +11,8 @@ from minimodels.kv_cache import KVCache, cache_spec
 from minimodels.mla import (
     LowRankAttention,
     MultiHeadLatentAttention,
-    absorbed_attention,
-    naive_attention,
+    mla_absorbed_attention,
+    mla_naive_attention,
     set_attn_impl,
     split_wkv_b,
 )
@@ -46,7 +46,7 @@ def rms(x, w, eps=1e-6):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def reference(m, x, *, split="per_head", scale=None, norm_rope_key=False):
+def reference(m, x, *, split="per_head", scale=None, norm_rope_key=False, rope_on_all=False):
     """DeepSeek-V2 Eq. 9-19 (+ the latent RMSNorms), one head at a time, from the module's weights.
 
     The keyword arguments switch on classic mistakes, so the tests can show that each one changes the output.
@@ -71,6 +71,9 @@ def reference(m, x, *, split="per_head", scale=None, norm_rope_key=False):
             w_uk, w_uv = w_kv[i * K:(i + 1) * K], w_kv[H * K + i * V:H * K + (i + 1) * V]
         q = torch.cat([c_q @ w_uq.T, rope_by_hand(c_q @ w_qr.T)], -1)  # q_{t,i} = [q^C; q^R]
         k = torch.cat([c_kv @ w_uk.T, k_rope], -1)  # k_{t,i} = [k^C; k^R]
+        if rope_on_all:  # mistake: rotate the compressed parts too (then W^UK cannot be absorbed)
+            q = torch.cat([rope_by_hand(c_q @ w_uq.T), q[..., K:]], -1)
+            k = torch.cat([rope_by_hand(c_kv @ w_uk.T), k_rope], -1)
         scores = (q @ k.transpose(-1, -2)) * scale
         scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
         heads.append(scores.softmax(-1) @ (c_kv @ w_uv.T))  # (B, T, V)
@@ -87,8 +90,9 @@ def test_both_paths_follow_the_paper_per_head(cfg, impl):
 
 
 @pytest.mark.parametrize("mistake", [dict(split="global"), dict(scale=K ** -0.5), dict(scale=(C + R) ** -0.5),
-                                     dict(norm_rope_key=True)], ids=["global split", "scale 1/sqrt(K)",
-                                                                     "scale 1/sqrt(C+R)", "normalised rope key"])
+                                     dict(norm_rope_key=True), dict(rope_on_all=True)],
+                         ids=["global split", "scale 1/sqrt(K)", "scale 1/sqrt(C+R)", "normalised rope key",
+                              "RoPE on the compressed part"])
 def test_each_classic_mistake_changes_the_output(mistake):
     m = attention(CFG_Q)
     x = torch.randn(2, 9, 48)
@@ -131,8 +135,8 @@ def test_naive_and_absorbed_functions_agree_on_random_inputs():
     q_nope, q_pe = torch.randn(2, 3, H, K), torch.randn(2, 3, H, R)
     c_kv, k_pe, wkv_b = torch.randn(2, 8, C), torch.randn(2, 8, R), torch.randn(H * (K + V), C)
     for pe in [(q_pe, k_pe), (None, None)]:
-        a = naive_attention(q_nope, pe[0], c_kv, pe[1], wkv_b, 0.3)
-        b = absorbed_attention(q_nope, pe[0], c_kv, pe[1], wkv_b, 0.3)
+        a = mla_naive_attention(q_nope, pe[0], c_kv, pe[1], wkv_b, 0.3)
+        b = mla_absorbed_attention(q_nope, pe[0], c_kv, pe[1], wkv_b, 0.3)
         assert a.shape == (2, 3, H, V)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 

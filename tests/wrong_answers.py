@@ -2,8 +2,10 @@
 
 Every function here is plain torch written from scratch (never the package function a checker compares with),
 so a test fails if a checker's reference or its list of known mistakes drifts. The keyword arguments of the
-right answers switch one mistake on at a time; HIDDEN lists learner code of the kind the old engine let through
-or mis-named (tests/test_checks_engine.py runs it, scripts in the report compared both engines on it).
+right answers switch one mistake on at a time. NAMED pairs each classic mistake with the words its hint must
+contain; HIDDEN lists learner code that the single-module engine before minimodels/checks/ let through or
+mis-named (hard-coded sizes, inputs changed in place, a float byte count, ...); RIGHT_VARIANTS are correct
+answers written other ways, which stricter checks must keep accepting.
 """
 
 from __future__ import annotations
@@ -361,4 +363,50 @@ HIDDEN = [
     ("rope-in-place", "check_rope_at", rope_in_place, "writes the result into x", "changed its input `x`"),
     ("rope-one-position", "check_rope_at", rope_one_position, "one position for the chunk", "same position"),
     ("rope-cos-sin", "check_rope_at", rope_cos_sin_swapped, "cos and sin swapped", "cos and sin are swapped"),
+]
+
+
+# ---------------------------------------------------------------- right answers written other ways (never rejected)
+
+
+def attention_sdpa(q, k, v):  # PyTorch's fused attention with a boolean (T, S) mask aligned to the end
+    t, s = q.shape[1], k.shape[1]
+    keep = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep)
+    return out.transpose(1, 2)
+
+
+def attention_matmul_large_negative(q, k, v):  # -1e9 instead of -inf, matmuls instead of einsum
+    t, s = q.shape[1], k.shape[1]
+    qh, kh, vh = (a.permute(0, 2, 1, 3) for a in (q, k, v))
+    scores = qh @ kh.transpose(-2, -1) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(torch.tril(torch.ones(t, s), diagonal=s - t) == 0, -1e9)
+    return (scores.softmax(-1) @ vh).permute(0, 2, 1, 3)
+
+
+def rope_complex_float32(x, start_pos, theta=10000.0):  # complex numbers, angles in float32
+    t, width = x.shape[1], x.shape[-1]
+    inv = 1.0 / (theta ** (torch.arange(0, width, 2).float() / width))
+    ang = torch.outer(torch.arange(start_pos, start_pos + t).float(), inv)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * torch.polar(torch.ones_like(ang), ang)[None, :, None, :]).flatten(-2)
+
+
+def cache_write_index_copy(cache_k, cache_v, k_new, v_new, start_pos):
+    where = torch.arange(start_pos, start_pos + k_new.shape[1])
+    cache_k.index_copy_(1, where, k_new)
+    cache_v.index_copy_(1, where, v_new)
+    return cache_k.narrow(1, 0, where[-1] + 1), cache_v.narrow(1, 0, where[-1] + 1)
+
+
+RIGHT_VARIANTS = [
+    ("check_split_heads", lambda x, h: x.unflatten(-1, (h, -1)), "split-unflatten"),
+    ("check_causal_attention", attention_sdpa, "attn-sdpa"),
+    ("check_causal_attention", attention_matmul_large_negative, "attn-matmul--1e9"),
+    ("check_cached_attention", attention_sdpa, "cached-sdpa"),
+    ("check_cached_attention", attention_matmul_large_negative, "cached-matmul--1e9"),
+    ("check_rms_norm", lambda x, w, eps=1e-6: x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * w, "rms-sqrt"),
+    ("check_kv_bytes_per_token", lambda n, h, k, b: math.prod((2, n, h, k, b)), "kv-prod"),
+    ("check_cache_write", cache_write_index_copy, "cache-index-copy"),
+    ("check_rope_at", rope_complex_float32, "rope-complex-float32"),
 ]

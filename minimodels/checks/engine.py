@@ -257,7 +257,7 @@ class Exercise:
             return CheckResult(self.name, "passed", f"✅ {self.name}: all {len(self.cases)} checks passed")
         message = self._explain(got, want, failing) if failing else self._in_place(modified, alone=True)
         if failing and modified:
-            message += " " + self._in_place(modified, alone=False)
+            message = message.rstrip(".") + ". " + self._in_place(modified, alone=False)
         return CheckResult(self.name, "failed", f"❌ {self.name}: {message}")
 
     def _in_place(self, modified: list[str], *, alone: bool) -> str:

@@ -150,7 +150,8 @@ _cached_mistakes = attention_mistakes({
     "missing mask": "missing mask: with T > 1 new queries, query i must not see the new keys after it",
     "mask flipped": "the mask is flipped: it must hide keys AFTER each query's position S-T+i, not before it",
     "one key too many": "off by one: query i sees one key too many (it must stop at its own position S-T+i)",
-    "own key hidden": "off by one: query i must also see its own key at position S-T+i",
+    "own key hidden": "off by one: query i must also see its own key at position S-T+i (when T = S, the first "
+                      "query then sees no key at all and its softmax is NaN)",
 })
 _cached_mistakes.insert(1, Mistake(
     "mask from the start", lambda q, k, v: attend(q, k, v, hide=hide_from_start),

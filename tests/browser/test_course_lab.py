@@ -1,5 +1,5 @@
 """`python3 course.py lab` really starts JupyterLab, as root too (CI and most containers run as root), copies the
-exercises to my_work/, and stops cleanly on Ctrl-C, without a hint. No browser needed: the server must answer.
+exercises to my_work/, and stops cleanly, without a hint, when course.py gets SIGTERM (`docker stop`). No browser needed: the server must answer.
 
 Runs on a copy of the course (so my_work/ and JupyterLab's files land in a temporary folder) with --no-venv,
 i.e. with the Python running this test, which has the course installed.
@@ -67,12 +67,12 @@ def test_course_py_lab_starts_jupyterlab_and_stops_cleanly(tmp_path):
                 assert b"01_baseline_gpt_exercises.ipynb" in answer.read()  # the copies are in the file browser
         finally:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal: course.py and JupyterLab get it
+                process.send_signal(signal.SIGTERM)  # to course.py alone: it must pass it on to JupyterLab
             try:
                 code = process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-                raise
+                pytest.fail(f"course.py lab did not stop within 30 s of SIGTERM:\n{log.read_text()[-3000:]}")
     said = log.read_text()
     assert sorted(p.name for p in (tmp_path / "my_work").iterdir()) == sorted(
         p.name for p in (ROOT / "exercises").glob("*.ipynb"))
