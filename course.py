@@ -549,6 +549,8 @@ def cmd_test(python, opts, pytest_args):
     steps.append(("pytest", pytest_cmd))
 
     say(f"test: {len(steps)} steps; profile {opts.profile}, {opts.workers} workers, python {python}")
+    if (ROOT / WORK_DIR).is_dir():
+        say(f"{WORK_DIR}/ holds your own copies of the exercises: not checked")
     start = time.perf_counter()
     for number, (name, cmd) in enumerate(steps, start=1):
         shown = " ".join(["python", *map(str, cmd[1:])])

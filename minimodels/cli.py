@@ -19,7 +19,7 @@ from .checkpoint import CheckpointError, ensure_writable
 from .data import load_data
 from .model import MiniModel, count_parameters
 from .profiles import get_profile, pick_device
-from .train import TrainConfig, TrainingDivergedError, TrainingInterrupted, train
+from .train import TrainConfig, TrainingDivergedError, TrainingInterrupted, check_resume, train
 
 PROG = "minimodels-train"
 
@@ -49,6 +49,8 @@ def run(argv: list[str] | None = None) -> dict:
     except ValueError as err:
         p.error(str(err))  # exits with code 2
     ensure_writable(cfg.checkpoint_path)  # before the corpus loads and the model trains
+    if args.resume:
+        check_resume(cfg)  # a missing or mismatched checkpoint fails now, not after the corpus loads
     device = pick_device(args.device)
     data = load_data(profile.model.vocab_size)
     torch.manual_seed(args.seed)

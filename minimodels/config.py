@@ -1,8 +1,9 @@
 """Model configuration: one frozen dataclass that every lesson builds on.
 
 Field names follow DeepSeek's `ModelArgs` (deepseek-ai/DeepSeek-V3, inference/model.py) so that a learner can
-put our code beside theirs. The config checks itself: an impossible combination raises ValueError that says
-what to change. Later lessons switch the attention (`attn`) and feed-forward (`ffn`) variants here.
+put our code beside theirs. The config checks itself: an impossible combination, a NaN or infinite number, or a
+model too big for memory raises ValueError that names the field and says what to change. Later lessons switch
+the attention (`attn`) and feed-forward (`ffn`) variants here.
 Taught in lessons/01_baseline_gpt.ipynb.
 """
 
@@ -53,7 +54,7 @@ class ModelConfig:
                 raise ValueError(f"{f.name}={value!r} must be an int")
             if want is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{f.name}={value!r} must be a number")
-            if want is float and not math.isfinite(value):
+            if want is float and not _finite(value):
                 raise ValueError(f"{f.name}={value!r} must be a finite number (NaN and inf train to NaN)")
         positive = ("vocab_size", "dim", "n_layers", "n_heads", "inter_dim", "max_seq_len", "rope_theta",
                     "norm_eps", "init_std")
@@ -83,7 +84,7 @@ class ModelConfig:
                              f"and at 1 or more it swamps mean(x²) so the norm stops normalising (try 1e-6)")
         if self.init_std > 1:
             raise ValueError(f"init_std={self.init_std!r} must be <= 1: larger initial weights saturate the "
-                             f"softmax and overflow in fp16/bf16 (0.02 suits the course's widths)")
+                             f"softmax and can overflow in fp16 (0.02 suits the course's widths)")
 
     def _check_sizes(self) -> None:
         """Sizes that would not fit in memory: refuse them here, before a model allocates anything."""
@@ -122,6 +123,13 @@ class ModelConfig:
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range: 10**400 is no rope_theta either
+        return False
 
 
 def baseline_parameters(cfg: ModelConfig) -> int:

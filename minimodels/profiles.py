@@ -47,8 +47,9 @@ PROFILES = {
         decode_tokens=60,
     ),
     # not yet measured on a GPU: its 9.8M training tokens are about 2.2 passes over the 4.38M-token training
-    # split (Python 3.11's stdlib, prose + code; other versions differ a little), so overfitting is mild; watch
-    # the validation curve per domain (data.val_by_domain) all the same
+    # split of Python 3.11's stdlib (prose + code; Pythons 3.10 to 3.13 hold 10.3M to 11.1M training characters,
+    # so 2.2 to 2.4 passes): overfitting should be mild, but watch the validation curve of each domain
+    # (data.val_by_domain)
     "gpu": Profile(
         name="gpu",
         model=ModelConfig(vocab_size=1024, dim=384, n_layers=6, n_heads=6, inter_dim=1024, max_seq_len=1024),

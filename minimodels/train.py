@@ -238,8 +238,17 @@ def _diverged(what: str, cfg: TrainConfig, saved_step: int | None) -> str:
 def _resume(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, cfg: TrainConfig,
             device: torch.device) -> tuple[dict, int]:
     """Load cfg.checkpoint_path into model, optimizer and sampler, after checking it is this run's."""
-    ckpt = load_checkpoint(cfg.checkpoint_path, map_location=device)
+    ckpt = check_resume(cfg, map_location=device)
     check_model_config(ckpt, model, cfg.checkpoint_path)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    gen.set_state(ckpt["sampler_state"].cpu())
+    return ckpt["history"], ckpt["step"]
+
+
+def check_resume(cfg: TrainConfig, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint at cfg.checkpoint_path, if a run with cfg's training settings wrote it; else a clear error."""
+    ckpt = load_checkpoint(cfg.checkpoint_path, map_location=map_location)
     diffs = resume_differences(ckpt, cfg)
     if diffs:
         raise CheckpointError(
@@ -248,10 +257,7 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, 
             f"(the learning-rate schedule, the batches or the optimizer depend on them). Either use the "
             f"checkpoint's values (in TrainConfig, or the matching minimodels-train options), or start a fresh "
             f"run (without resume, or with another checkpoint path)")
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    gen.set_state(ckpt["sampler_state"].cpu())
-    return ckpt["history"], ckpt["step"]
+    return ckpt
 
 
 def resume_differences(ckpt: dict, cfg: TrainConfig) -> list[str]:

@@ -86,7 +86,7 @@ def test_flipped_bits_never_load_silently(tmp_path):
             continue
         assert same(loaded, saved), f"a flip at byte {offset} loaded different values silently"
         caught["unchanged"] += 1
-    assert caught["corrupt"] >= 5 and caught["damaged"] >= 20, caught  # the checksum did real work
+    assert caught["corrupt"] >= 20 and caught["damaged"] >= 5, caught  # the checksum did real work
 
 
 @pytest.mark.parametrize("name", ["head.weight", "layers.0.attn.wq.weight", "norm.weight"])

@@ -129,3 +129,8 @@ def test_valid_configs_always_build_and_run(n_heads, half_head, **kw):
     cfg = ModelConfig(dim=n_heads * 2 * half_head, n_heads=n_heads, **kw)
     t = cfg.max_seq_len
     assert MiniModel(cfg)(torch.zeros(1, t, dtype=torch.long)).shape == (1, t, cfg.vocab_size)
+
+
+def test_an_int_beyond_float_range_is_not_a_finite_number():
+    with pytest.raises(ValueError, match="rope_theta=1000.* must be a finite number"):
+        replace(TINY, rope_theta=10**400)  # math.isfinite would raise OverflowError, not ValueError

@@ -7,6 +7,7 @@ The two commands are the first thing a learner runs; each test here stands for a
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import importlib.util
 import json
@@ -192,7 +193,7 @@ def test_a_solved_fork_stays_green(course, fork):
     assert course.edited_exercises(sys.executable) == []
 
 
-def test_solving_exercises_in_place_fails_with_a_way_out(course, fork, monkeypatch):
+def test_solving_exercises_in_place_fails_with_a_way_out(course, fork, monkeypatch, capfd):
     course.copy_exercises()
     (fork / "exercises" / SOLVED).write_text(solved_notebook(fork), encoding="utf-8")
     results = run_lint_steps(course, fork)
@@ -207,6 +208,12 @@ def test_solving_exercises_in_place_fails_with_a_way_out(course, fork, monkeypat
     assert f"exercises/{SOLVED}" in hint and "my_work/" in hint and "git checkout exercises/" in hint
     # my_work/ already holds a copy: the move must not overwrite it
     assert f"{Path('exercises', SOLVED)} {Path('my_work', SOLVED.replace('.ipynb', '-from-exercises.ipynb'))}" in hint
+
+    # the test command itself stops at its first failing step (ruff) and prints the way out
+    opts = argparse.Namespace(fast=False, profile="smoke", workers=0)
+    assert course.cmd_test(Path(sys.executable), opts, []) != 0
+    said = capfd.readouterr().out
+    assert "ruff check: FAILED" in said and f"mv {Path('exercises', SOLVED)}" in said
 
     monkeypatch.setattr(course, "changed_in_git", lambda paths: set())  # committed so: solutions/ was edited
     assert course.edited_exercises_hint(sys.executable) == [

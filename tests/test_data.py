@@ -1,8 +1,9 @@
 """Tests for minimodels.data and minimodels.corpus: the two-domain corpus, its manifest, the checked cache,
 and the batching helpers.
 
-Most tests build a small synthetic source tree (milliseconds); `real` builds the real standard-library corpus
-once for this file (seconds). Every build runs with the network blocked.
+Most tests build a small synthetic source tree (milliseconds) in a temporary cache; `real` loads the course's
+own standard-library corpus from the cache the lessons use (building it if that cache is cold). Every build and
+load runs with the network blocked.
 """
 
 import hashlib
@@ -89,10 +90,10 @@ def small_cache(small, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("real-cache")
+def real():
+    """The course's own corpus, from the cache the lessons use: `course.py test` builds it in an earlier step,
+    so this is a warm load there; run alone on a cold cache it builds it (about 15 s of one core)."""
     with pytest.MonkeyPatch.context() as mp, no_network():
-        mp.setenv("MINIMODELS_CACHE_DIR", str(cache))
         data = D.load_data(1024)
         mp.setattr(D, "build_corpus", None)  # a warm load must not read the sources again
         warm = D.load_data(1024)
@@ -280,6 +281,34 @@ def test_unfinished_build_is_rebuilt_quietly(small_cache, tree, recwarn):
     again = D.load_data(SMALL_VOCAB, root=tree)
     assert not [w for w in recwarn if "data cache" in str(w.message)]
     assert torch.equal(again.val, small_cache.val) and (small_cache.path / D.CHECKSUMS).is_file()
+
+
+def test_failed_build_leaves_nothing_behind(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMODELS_CACHE_DIR", str(tmp_path))
+
+    def crash(*args):
+        raise KeyboardInterrupt  # e.g. Ctrl-C halfway through the build
+
+    monkeypatch.setattr(D, "_build", crash)
+    with pytest.raises(KeyboardInterrupt):
+        D.load_data(SMALL_VOCAB, root=tree)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_build_is_published_whole(small_cache, tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMODELS_CACHE_DIR", str(tmp_path))
+    data = D.load_data(SMALL_VOCAB, root=tree)
+    assert [p.name for p in tmp_path.iterdir()] == [data.path.name]  # no scratch folder left
+    assert sorted(p.name for p in data.path.iterdir()) == sorted(
+        [D.CHECKSUMS, "manifest.json", "tokenizer.json", "train.bin", "val.bin"])
+    assert torch.equal(data.train, small_cache.train)
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "train.bin").write_bytes(b"old")
+    D._publish(data.path, stale)  # a finished build replaces a broken one whole
+    assert (stale / "train.bin").read_bytes() != b"old" and (stale / D.CHECKSUMS).is_file()
+    with pytest.raises(OSError):
+        D._publish(tmp_path / "missing", tmp_path / "never-built")
 
 
 def test_cache_dir_expands_user_and_variables(monkeypatch, tmp_path):

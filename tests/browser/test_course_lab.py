@@ -1,5 +1,6 @@
-"""`python3 course.py lab` really starts JupyterLab, as root too (CI and most containers run as root), copies the
-exercises to my_work/, and stops cleanly, without a hint, when course.py gets SIGTERM (`docker stop`). No browser needed: the server must answer.
+"""`python3 course.py lab` really starts JupyterLab, as root too (CI and most containers run as root), copies
+the exercises to my_work/, and stops cleanly, without a hint, when course.py gets SIGTERM (`docker stop`).
+No browser needed: the server must answer.
 
 Runs on a copy of the course (so my_work/ and JupyterLab's files land in a temporary folder) with --no-venv,
 i.e. with the Python running this test, which has the course installed.
