@@ -71,3 +71,16 @@ def test_state_dict_has_no_rope_table():
     model = MiniModel(CFG)
     assert not any("freqs" in name for name in model.state_dict())
     MiniModel(CFG).load_state_dict(model.state_dict())  # strict
+
+
+def test_golden_logits_of_a_seeded_model():
+    """Logits recorded from the code before the RoPE table became a RopeTable (issue 6): lessons 01/02 train and
+    generate exactly as before. Regenerate only for a deliberate change of the model's numbers."""
+    torch.manual_seed(0)
+    model = MiniModel(CFG)
+    with torch.no_grad():
+        logits = model(torch.arange(12).reshape(2, 6) * 4)
+    torch.testing.assert_close(logits[1, -1, :4], torch.tensor([-0.11885107, -0.14414099, -0.11050996, 0.14697501]),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits[0, 2, 10:13], torch.tensor([-0.00628333, -0.06897862, 0.13428231]),
+                               atol=1e-6, rtol=0)

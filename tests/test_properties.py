@@ -93,7 +93,7 @@ WRONG_TYPE = st.sampled_from(["8", None, True, [8]])
 BAD_VALUES = {
     **{name: st.one_of(st.integers(-10**6, 0), st.floats(0.5, 64.0), WRONG_TYPE) for name in INT_FIELDS},
     **{name: st.one_of(st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not math.isfinite(x)),
-                       st.floats(-1e9, 0.0), WRONG_TYPE) for name in FLOAT_FIELDS},
+                       st.integers(10**309, 10**400), st.floats(-1e9, 0.0), WRONG_TYPE) for name in FLOAT_FIELDS},
     "attn": st.text(max_size=6).filter(lambda s: s not in ATTN_KINDS),
     "ffn": st.text(max_size=6).filter(lambda s: s not in FFN_KINDS),
 }

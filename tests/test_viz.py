@@ -380,7 +380,9 @@ def test_finish_replaces_the_live_chart_with_a_static_figure(monkeypatch):
     fig = live.finish(h)
     assert type(fig) is go.Figure and list(fig.data[0].y) == h["loss"] and fig.layout.title.text == "run"
     updates = [entry for entry in log if entry[0] == "update"]
-    assert updates[0][1] is box and updates[0][2] is fig  # the chart's output now holds the static figure
+    assert updates[0][1] is box and updates[0][3] == {"raw": True}  # the chart's output now holds the figure
+    assert updates[0][2]["application/vnd.plotly.v1+json"]["data"][0]["y"] == h["loss"]
+    assert not [entry for entry in log if entry[0] == "display" and entry[1] is fig]  # replaced, not appended
     assert updates[1][1] is note and updates[1][2] == {"text/plain": ""}  # and the note is gone
     assert live.widget is None and widget.comm is None  # the live widget is closed
 

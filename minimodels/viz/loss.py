@@ -19,6 +19,7 @@ from plotly.colors import qualitative
 from . import common
 
 LOSS_AXES = dict(xaxis_title="step", yaxis_title="cross-entropy loss (nats)")
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 def _loss_traces(history: dict, name: str, color: str) -> list[go.Scatter]:
@@ -105,7 +106,10 @@ class LiveLossPlot:
             display(fig)
             return fig
         note, chart = self._handles
-        chart.update(fig)  # same place in the notebook, now a plain plotly figure that is saved with it
+        # the figure's mime bundle, not the figure: plotly's _ipython_display_ would append a new output
+        bundle = dict(fig._repr_mimebundle_() or {})  # what the default renderer shows (e.g. +text/html)
+        bundle.setdefault(PLOTLY_MIME, fig.to_plotly_json())  # JupyterLab's plotly renderer reads this
+        chart.update(bundle, raw=True)  # same place in the notebook, now a figure that is saved with it
         note.update({"text/plain": ""}, raw=True)  # the "run this cell" note no longer applies
         if self.widget is not None:
             self.widget.close()
