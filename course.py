@@ -238,9 +238,14 @@ def report_torch(python, plan):
 def ensure_environment(no_venv):
     """The Python to run everything with: .venv's (created/updated as needed) or, with --no-venv, this one."""
     if no_venv:
-        if python_says(sys.executable, "import minimodels, pytest, nbval, jupyterlab; print('ok')") != "ok":
+        check = subprocess.run(
+            [sys.executable, "-c", "import minimodels, pytest, nbval, jupyterlab"], capture_output=True, text=True,
+            cwd=ROOT,
+        )
+        if check.returncode != 0:
+            why = (check.stderr.strip().splitlines() or ["no message"])[-1]
             fail(
-                f"--no-venv: {sys.executable} lacks the course packages.\n"
+                f"--no-venv: {sys.executable} cannot import the course packages ({why}).\n"
                 "  conda/mamba: conda env create -f environment.yml && conda activate miniseek\n"
                 f'  pip:        python -m pip install -e ".[{EXTRAS}]"'
             )
@@ -362,43 +367,47 @@ def run_keeping_stderr_tail(cmd, env, keep=8000):
     return code, b"".join(chunks)[-keep:].decode("utf-8", "replace")
 
 
-JUPYTER = Path(VENV.name, "Scripts" if os.name == "nt" else "bin", "jupyter")  # as a learner would type it
-# (what JupyterLab's log says, what to do), checked in order; the first match is the hint
+# (what JupyterLab's last log lines say, what to do), checked in order; the first match is the hint.
+# {jupyter} becomes the command that starts this JupyterLab by hand.
 LAB_FAILURES = [
     (r"Running as root is not recommended",
      "JupyterLab refuses to run as root without --allow-root: python3 course.py lab --allow-root"),
     (r"no available port|port \d+ is not available|Address already in use",
      "the port is taken: choose another, e.g. python3 course.py lab --port 8899"),
     (r"ModuleNotFoundError|ImportError|No module named",
-     f"a package is missing or broken: delete {VENV.name}/ and run python3 course.py lab again (it reinstalls)"),
+     f"a package is missing or broken: delete {VENV.name}/ and run python3 course.py lab again (it reinstalls; "
+     "conda users: recreate the environment from environment.yml)"),
     (r"PermissionError|Permission denied|Read-only file system",
      "JupyterLab could not write its files: make ~/.jupyter and ~/.local/share/jupyter writable, or point "
      "JUPYTER_CONFIG_DIR, JUPYTER_DATA_DIR and JUPYTER_RUNTIME_DIR at folders you can write"),
     (r"unrecognized arguments|Unrecognized flag|expected one argument|error: argument",
      "JupyterLab did not accept an argument (course.py passes extra `lab` arguments on to it): "
-     f"see {JUPYTER} lab --help-all"),
+     "see {jupyter} --help-all"),
 ]
+LAB_LOG_LINES = 20  # the cause is at the end of the log; earlier lines may hold harmless warnings
 
 
-def lab_exit_hint(code, log_tail):
+def lab_exit_hint(code, log_tail, python="python"):
     """What to do after JupyterLab exited with `code` (None if it was a normal stop), from its last log lines."""
     if code == 0 or code in (-2, -15, 130, 143):  # a normal stop, Ctrl-C or SIGTERM
         return None
+    last = log_tail.splitlines()[-LAB_LOG_LINES:]
+    jupyter = f"{python} -m jupyterlab"
     for pattern, hint in LAB_FAILURES:
-        if re.search(pattern, log_tail):
-            return hint
-    lines = [line for line in log_tail.splitlines() if re.search(r"\[(C|E) |CRITICAL|ERROR|Error", line)]
-    said = f' Its last error line: "{lines[-1].strip()}".' if lines else ""
+        if any(re.search(pattern, line) for line in last):
+            return hint.format(jupyter=jupyter)
+    errors = [line.strip() for line in last if re.search(r"\[(C|E) |CRITICAL|ERROR|Error", line)]
+    said = f' Its last error line: "{errors[-1]}".' if errors else ""
     return (
         f"JupyterLab stopped with exit code {code}.{said} Its log is above; to try it by hand: "
-        f"{JUPYTER} lab {FIRST_LESSON}"
+        f"{jupyter} {FIRST_LESSON}"
     )
 
 
 def cmd_lab(python, extra):
     copied = copy_exercises()
     if copied:
-        say(f"copied {len(copied)} exercise notebooks to {WORK_DIR}/ ({', '.join(copied)}): solve them there")
+        say(f"copied {len(copied)} exercise notebooks to {WORK_DIR}/ ({', '.join(copied)})")
     if (ROOT / WORK_DIR).is_dir():
         say(
             f"solve the exercises in {WORK_DIR}/ (your copies: git-ignored, skipped by `course.py test`); "
@@ -413,7 +422,7 @@ def cmd_lab(python, extra):
         "http://127.0.0.1:... address it prints; stop it with Ctrl-C"
     )
     code, tail = run_keeping_stderr_tail([python, "-m", "jupyterlab", *args], env=child_env(python))
-    hint = lab_exit_hint(code, tail)
+    hint = lab_exit_hint(code, tail, python)
     if hint:
         say("hint: " + hint)
     return code

@@ -8,8 +8,17 @@ from .config import TINY, ModelConfig
 from .data import TokenData, get_batch, iter_eval_batches, load_data
 from .ffn import FeedForward
 from .generate import generate, sample_next
-from .kv_cache import KV_PRESETS, KVCache, cache_spec, kv_bytes_per_token, kv_cache_report
+from .gqa import GroupedQueryAttention, grouped_causal_attention
+from .kv_cache import KV_PRESETS, MLA_PRESETS, KVCache, cache_spec, kv_bytes_per_token, kv_cache_report
 from .mha import MultiHeadAttention, causal_attention, causal_mask
+from .mla import (
+    LowRankAttention,
+    MultiHeadLatentAttention,
+    mla_absorbed_attention,
+    mla_naive_attention,
+    set_attn_impl,
+    split_wkv_b,
+)
 from .model import Block, MiniModel, check_tokens, count_parameters
 from .nb import check_shape, compare, seed_everything, setup, show_source
 from .norms import RMSNorm
@@ -23,9 +32,11 @@ __version__ = "0.1.0"
 __all__ = [
     "apply_rope", "baseline_model", "baseline_path", "Block", "BPETokenizer", "cache_spec",
     "causal_attention", "causal_mask", "check_shape", "check_tokens", "compare", "count_parameters",
-    "evaluate", "FeedForward", "generate", "get_batch", "get_profile", "iter_eval_batches",
-    "kv_bytes_per_token", "kv_cache_report", "KV_PRESETS", "KVCache", "load_checkpoint", "load_data",
-    "load_model", "lr_at", "MiniModel", "ModelConfig", "MultiHeadAttention", "pick_device", "Profile",
-    "PROFILES", "RMSNorm", "rope_frequencies", "sample_next", "save_atomic", "seed_everything", "setup",
-    "show_source", "TINY", "TokenData", "train", "TrainConfig",
+    "evaluate", "FeedForward", "generate", "get_batch", "get_profile", "GroupedQueryAttention",
+    "grouped_causal_attention", "iter_eval_batches", "kv_bytes_per_token", "kv_cache_report", "KV_PRESETS",
+    "KVCache", "load_checkpoint", "load_data", "load_model", "LowRankAttention", "lr_at", "MiniModel",
+    "MLA_PRESETS", "mla_absorbed_attention", "mla_naive_attention", "ModelConfig", "MultiHeadAttention",
+    "MultiHeadLatentAttention", "pick_device", "Profile", "PROFILES", "RMSNorm", "rope_frequencies", "sample_next",
+    "save_atomic", "seed_everything", "set_attn_impl", "setup", "show_source", "split_wkv_b", "TINY", "TokenData",
+    "train", "TrainConfig",
 ]

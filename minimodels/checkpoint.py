@@ -5,7 +5,8 @@ sampler's RNG state, the loss history), so loading it never runs pickled code. B
 "sha256": a digest of every tensor's bytes and every value, taken when it was saved. Loading recomputes it,
 so a flipped bit on disk or a half-copied file raises `CheckpointError` (naming the file and what to do)
 instead of loading wrong weights. A flip that torch's reader does not even see (padding, zip timestamps)
-loads the very values that were saved. Taught in lessons/01_baseline_gpt.ipynb.
+loads the very values that were saved. `check_resume` and `check_model_config` refuse a checkpoint of another
+run or another model with the differing fields named. Taught in lessons/01_baseline_gpt.ipynb.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ import hashlib
 import os
 import tempfile
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+
+# Fields that may change between a run and its resume: they steer saving, display and how often the validation
+# loss is measured, never a weight update or a batch, so the resumed run still continues the same loss curve.
+# eval_batches is not among them: it changes what the validation loss measures, and one curve would mix two.
+RESUME_MAY_DIFFER = frozenset({"checkpoint_path", "checkpoint_every", "progress", "eval_every"})
 
 CHECKSUM_KEY = "sha256"
 _ZIP_MAGIC = b"PK\x03\x04"  # every file torch.save writes is a zip archive
@@ -129,7 +136,7 @@ def _read(path: Path, map_location) -> object:
     """torch.load(weights_only=True), with every way a damaged or foreign file fails turned into one clear error."""
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes): a save that was cut off (disk full?). {_WHAT_TO_DO}")
+        raise CheckpointError(f"{path} is empty (0 bytes): a save that was cut off (disk full?); {_WHAT_TO_DO}")
     with open(path, "rb") as f:
         head = f.read(len(_ZIP_MAGIC))
     if head != _ZIP_MAGIC:
@@ -145,13 +152,12 @@ def _read(path: Path, map_location) -> object:
                                   f"values, and weights_only=True never runs pickled code. It is not a minimodels "
                                   f"checkpoint (or it is damaged): {_WHAT_TO_DO}") from None
         raise CheckpointError(f"{path} is damaged or truncated ({size:,} bytes; torch.load failed with "
-                              f"{type(err).__name__}: {_first_line(err)}). "
-                              f"{_WHAT_TO_DO}") from None
+                              f"{type(err).__name__}: {_first_sentence(err)}); {_WHAT_TO_DO}") from None
 
 
-def _first_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:120] if lines else "-"
+def _first_sentence(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return text.split(". ")[0][:100] or "-"
 
 
 def config_differences(saved: dict, current: dict, ignore: frozenset[str] = frozenset()) -> list[str]:
@@ -169,6 +175,27 @@ def check_model_config(ckpt: dict, model: nn.Module, path: str | Path) -> None:
         raise CheckpointError(f"{path} holds a model with another config than this one (checkpoint -> this model): "
                               f"{'; '.join(diffs)}. Build the model from the checkpoint (load_model({str(path)!r})) "
                               f"or train this one from scratch")
+
+
+def check_resume(cfg, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint at cfg.checkpoint_path, if a run with cfg's training settings wrote it; else a clear error."""
+    ckpt = load_checkpoint(cfg.checkpoint_path, map_location=map_location)
+    diffs = resume_differences(ckpt, cfg)
+    if diffs:
+        raise CheckpointError(
+            f"cannot resume from {cfg.checkpoint_path}: these training settings differ from the run that wrote it "
+            f"(checkpoint -> requested): {'; '.join(diffs)}. Resuming with them would not continue the same run "
+            f"(the learning-rate schedule, the batches or the optimizer depend on them). Either use the "
+            f"checkpoint's values (in TrainConfig, or the matching minimodels-train options), or start a fresh "
+            f"run (without resume, or with another checkpoint path)")
+    return ckpt
+
+
+def resume_differences(ckpt: dict, cfg) -> list[str]:
+    """The training settings (other than RESUME_MAY_DIFFER) that differ between a checkpoint and `cfg`."""
+    if "train_config" not in ckpt:
+        return ["train_config: not saved (a checkpoint train() did not write) -> given"]
+    return config_differences(ckpt["train_config"], asdict(cfg), ignore=RESUME_MAY_DIFFER)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

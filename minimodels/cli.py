@@ -15,11 +15,12 @@ from dataclasses import replace
 
 import torch
 
-from .checkpoint import CheckpointError, ensure_writable
+from .checkpoint import CheckpointError, check_resume, ensure_writable
 from .data import load_data
 from .model import MiniModel, count_parameters
 from .profiles import get_profile, pick_device
-from .train import TrainConfig, TrainingDivergedError, TrainingInterrupted, check_resume, train
+from .stopping import TrainingDivergedError, TrainingInterrupted
+from .train import TrainConfig, train
 
 PROG = "minimodels-train"
 

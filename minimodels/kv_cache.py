@@ -1,10 +1,11 @@
 """The KV cache: what a decoder keeps per token so that each new token costs one row of attention.
 
 Every attention variant declares a `cache_spec`: the tensors one token leaves in one layer (MHA: a key and a
-value per head; MLA later: a latent and a rope key). `KVCache` allocates exactly those tensors for a batch
-and a maximum length, and its size in bytes is read from the tensors themselves. `kv_bytes_per_token` is the
-formula the calculator widget uses; a test checks it against the allocated tensors.
-Taught in lessons/02_kv_cache.ipynb.
+value per head; GQA: per KV head; MLA: one latent and one rope key, whatever the number of heads). `KVCache`
+allocates exactly those tensors for a batch and a maximum length, and its size in bytes is read from the
+tensors themselves. `kv_bytes_per_token` and `kv_cache_report` are the formulas the calculator widget uses;
+tests check them against the allocated tensors of every variant.
+Taught in lessons/02_kv_cache.ipynb (MHA), 03_gqa.ipynb and 04_mla.ipynb (the other variants).
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ KV_PRESETS: dict[str, dict[str, int]] = {
     "Mistral-7B": {"n_layers": 32, "n_kv_heads": 8, "head_dim": 128},  # GQA: 32 query heads, 8 KV heads
 }
 
+# MLA models (DeepSeek's inference/configs/*.json, REFERENCE.md §1): layers, latent width d_c, rope width d_h^R
+MLA_PRESETS: dict[str, dict[str, int]] = {
+    "DeepSeek-V2": {"n_layers": 60, "kv_lora_rank": 512, "qk_rope_head_dim": 64},  # 236B, 128 heads
+    "DeepSeek-V2-Lite": {"n_layers": 27, "kv_lora_rank": 512, "qk_rope_head_dim": 64},  # 16B, 16 heads
+    "DeepSeek-V3": {"n_layers": 61, "kv_lora_rank": 512, "qk_rope_head_dim": 64},  # 671B, 128 heads
+}
+
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -141,16 +149,30 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def kv_cache_report(n_layers: int, n_kv_heads: int, head_dim: int, *, context: int, batch: int = 1,
-                    dtype: str = "bfloat16") -> dict[str, int]:
-    """Cache size of an MHA/GQA model: bytes per token and for `batch` sequences of `context` tokens."""
-    from .mha import mha_cache_spec
+def kv_cache_report(n_layers: int, n_kv_heads: int | None = None, head_dim: int | None = None, *, context: int,
+                    batch: int = 1, dtype: str = "bfloat16", kv_lora_rank: int | None = None,
+                    qk_rope_head_dim: int = 0) -> dict[str, int]:
+    """Cache size: bytes per token and for `batch` sequences of `context` tokens.
 
-    for name, value in dict(n_layers=n_layers, n_kv_heads=n_kv_heads, head_dim=head_dim, context=context,
-                            batch=batch).items():
-        if value < 1:
+    MHA/GQA/MQA: give n_kv_heads and head_dim (2 · layers · n_kv_heads · head_dim elements per token).
+    MLA: give kv_lora_rank and qk_rope_head_dim instead (layers · (kv_lora_rank + qk_rope_head_dim) elements).
+    """
+    from .mha import mha_cache_spec
+    from .mla import mla_cache_spec
+
+    mla = kv_lora_rank is not None
+    if mla == (n_kv_heads is not None or head_dim is not None):
+        raise ValueError("give n_kv_heads and head_dim (MHA, GQA, MQA) or kv_lora_rank and qk_rope_head_dim "
+                         "(MLA), not both and not neither")
+    widths = dict(kv_lora_rank=kv_lora_rank) if mla else dict(n_kv_heads=n_kv_heads, head_dim=head_dim)
+    for name, value in dict(n_layers=n_layers, **widths, context=context, batch=batch).items():
+        if value is None or value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
+    if qk_rope_head_dim < 0 or (qk_rope_head_dim and not mla):
+        raise ValueError(f"qk_rope_head_dim={qk_rope_head_dim}: MLA's decoupled rope width, >= 0, used only "
+                         f"with kv_lora_rank")
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: choose one of {sorted(DTYPES)}")
-    per_token = kv_bytes_per_token(mha_cache_spec(n_kv_heads, head_dim), n_layers, DTYPES[dtype])
+    spec = mla_cache_spec(kv_lora_rank, qk_rope_head_dim) if mla else mha_cache_spec(n_kv_heads, head_dim)
+    per_token = kv_bytes_per_token(spec, n_layers, DTYPES[dtype])
     return {"bytes_per_token": per_token, "total_bytes": per_token * context * batch}

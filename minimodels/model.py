@@ -15,13 +15,18 @@ from torch import Tensor, nn
 
 from .config import ATTN_KINDS, FFN_KINDS, ModelConfig
 from .ffn import FeedForward
+from .gqa import GroupedQueryAttention
 from .mha import MultiHeadAttention
+from .mla import LowRankAttention, MultiHeadLatentAttention
+from .moe import moe_ffn
 from .norms import RMSNorm
 from .rope import RopeTable
 
 # variant name -> module class; config.py lists the same names (a test keeps the two in step)
-ATTENTION = {"mha": MultiHeadAttention}
-FEED_FORWARD = {"dense": lambda cfg, layer_id: FeedForward(cfg.dim, cfg.inter_dim)}
+ATTENTION = {"mha": MultiHeadAttention, "gqa": GroupedQueryAttention, "mla": MultiHeadLatentAttention,
+             "mla_lowrank": LowRankAttention}
+FEED_FORWARD = {"dense": lambda cfg, layer_id: FeedForward(cfg.dim, cfg.inter_dim),
+                "moe": moe_ffn}  # DeepSeekMoE after the first n_dense_layers dense ones
 assert tuple(ATTENTION) == ATTN_KINDS and tuple(FEED_FORWARD) == FFN_KINDS
 
 
@@ -50,8 +55,9 @@ class MiniModel(nn.Module):
         self.layers = nn.ModuleList(Block(i, cfg) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)  # untied from embed, as in DeepSeek
-        # RoPE rotations for every position the model may see (complex64: .to() moves them but never casts them)
-        self.freqs = RopeTable(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        # RoPE rotations for every position the model may see (complex64: .to() moves them but never casts them);
+        # as wide as the channels the variant rotates: the head in MHA/GQA, qk_rope_head_dim in MLA
+        self.freqs = RopeTable(cfg.rope_head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -64,7 +70,7 @@ class MiniModel(nn.Module):
         if cache is not None:  # it must be this model's, batch's and dtype's, with room for the new positions
             cache.claim(self.cfg, tokens, start_pos, self.head.weight.dtype)
         t = tokens.shape[1]
-        freqs = self.freqs[start_pos:start_pos + t]  # (T, K/2)
+        freqs = self.freqs[start_pos:start_pos + t]  # (T, rope_head_dim / 2)
         x = self.embed(tokens)  # (B, T, D)
         for i, layer in enumerate(self.layers):
             x = layer(x, freqs, start_pos, None if cache is None else cache.layers[i])

@@ -125,7 +125,37 @@ def dispatch_loop(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor,
     return y
 
 
-DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop}
+@torch.no_grad()
+def plan_blocks(indices: Tensor, counts: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
+    flat = indices.flatten()
+    order = flat.argsort(stable=True)
+    padded = (counts + block - 1) // block * block
+    n_rows = int(padded.sum())
+    starts = padded.cumsum(0) - padded
+    e_sorted = flat[order]
+    rank = torch.arange(flat.numel(), device=flat.device) - (counts.cumsum(0) - counts)[e_sorted]
+    slot_sorted = starts[e_sorted] + rank
+    slot = torch.empty_like(flat).scatter_(0, order, slot_sorted)
+    tok_of_slot = flat.new_zeros(n_rows).index_copy_(0, slot_sorted, order // indices.shape[1])
+    block_expert = torch.repeat_interleave(torch.arange(counts.numel(), device=flat.device), padded // block,
+                                           output_size=n_rows // block)
+    return slot, tok_of_slot, block_expert
+
+
+def dispatch_blocks(experts, x, weights, indices, counts, block=64):
+    k = indices.shape[1]
+    slot, tok_of_slot, block_expert = plan_blocks(indices, counts, block)
+    buf = _ToSlots.apply(x, tok_of_slot, slot, k).view(-1, block, x.shape[-1])
+    w1, w2, w3 = (w.index_select(0, block_expert) for w in (experts.w1, experts.w2, experts.w3))
+    hidden = F.silu(torch.bmm(buf, w1.transpose(1, 2))) * torch.bmm(buf, w3.transpose(1, 2))
+    out = torch.bmm(hidden, w2.transpose(1, 2)).view(-1, x.shape[-1])
+    y = _FromSlots.apply(out, slot).view(-1, k, x.shape[-1])
+    return (y * weights.unsqueeze(-1)).sum(1)
+
+
+DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop,
+            "b32": lambda *a: dispatch_blocks(*a, block=32), "b64": lambda *a: dispatch_blocks(*a, block=64),
+            "b128": lambda *a: dispatch_blocks(*a, block=128), "b256": lambda *a: dispatch_blocks(*a, block=256)}
 
 
 class MoE(nn.Module):
@@ -163,6 +193,14 @@ class MoE(nn.Module):
         return y.view(b, t, d)
 
 
+def moe_ffn(cfg, layer_id: int) -> nn.Module:
+    """The FFN of layer `layer_id` in an ffn="moe" model: the first n_dense_layers keep the dense SwiGLU of
+    width inter_dim (DeepSeek: load balance converges slowly there), later layers are DeepSeekMoE."""
+    if layer_id < cfg.n_dense_layers:
+        return FeedForward(cfg.dim, cfg.inter_dim)
+    return MoE(cfg, layer_id)
+
+
 def fine_grained_config(cfg, m: int, *, isolate_shared: int = 0):
     """DeepSeekMoE's two steps on a config: split every expert m ways (width moe_inter_dim / m, m× as many,
     m× as many active: same parameters and FLOPs), then make `isolate_shared` of the pieces shared experts
@@ -172,9 +210,9 @@ def fine_grained_config(cfg, m: int, *, isolate_shared: int = 0):
     if cfg.moe_inter_dim % m:
         raise ValueError(f"moe_inter_dim={cfg.moe_inter_dim} is not divisible by m={m}: pick an m that divides "
                          f"it, or a moe_inter_dim that is a multiple of m")
-    activated = m * cfg.n_activated_experts - isolate_shared
-    if isinstance(isolate_shared, bool) or not isinstance(isolate_shared, int) or not 0 <= isolate_shared:
+    if isinstance(isolate_shared, bool) or not isinstance(isolate_shared, int) or isolate_shared < 0:
         raise ValueError(f"isolate_shared={isolate_shared!r} must be an int >= 0")
+    activated = m * cfg.n_activated_experts - isolate_shared
     if activated < 1:
         raise ValueError(f"isolate_shared={isolate_shared} leaves no routed expert active (m·k = "
                          f"{m * cfg.n_activated_experts}); isolate fewer than m·k shared experts")
@@ -194,4 +232,4 @@ def set_dispatch(model: nn.Module, dispatch: str) -> nn.Module:
 
 
 __all__ = ["dispatch_loop", "dispatch_padded", "DISPATCHES", "Experts", "fine_grained_config", "MoE",
-           "plan_slots", "set_dispatch"]
+           "moe_ffn", "plan_slots", "set_dispatch"]

@@ -33,7 +33,10 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     The product is taken in fp32 (complex64) whatever x's dtype, as DeepSeek does, and cast back to x's dtype.
     """
     _check_rope_inputs(x, freqs)
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, T, H, K/2)
+    xf = x.float().contiguous()
+    if xf.storage_offset() % 2:  # a slice such as MLA's rope channels may start at an odd offset: complex views
+        xf = xf.clone()  # need pairs aligned in memory, so copy it
+    pairs = torch.view_as_complex(xf.reshape(*x.shape[:-1], -1, 2))  # (B, T, H, K/2)
     rotated = pairs * freqs[None, :, None, :]  # broadcast over batch and heads
     return torch.view_as_real(rotated).flatten(-2).to(x.dtype)  # (B, T, H, K)
 

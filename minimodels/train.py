@@ -12,9 +12,7 @@ import contextlib
 import math
 import numbers
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,18 +25,15 @@ from torch import Tensor, nn
 from .checkpoint import (
     CheckpointError,
     check_model_config,
-    config_differences,
+    check_resume,
     ensure_writable,
     load_checkpoint,
+    resume_differences,
     save_atomic,
 )
 from .data import get_batch, iter_eval_batches
 from .profiles import autocast_dtype
-
-# Fields that may change between a run and its resume: they steer saving, display and how often the validation
-# loss is measured, never a weight update or a batch, so the resumed run still continues the same loss curve.
-# eval_batches is not among them: it changes what the validation loss measures, and one curve would mix two.
-RESUME_MAY_DIFFER = frozenset({"checkpoint_path", "checkpoint_every", "progress", "eval_every"})
+from .stopping import DeferInterrupt, TrainingDivergedError, diverged_message, interrupted
 
 _INT_LIMITS = {  # field: (smallest, largest) accepted; the largest are far past any run the course needs
     "steps": (1, 10**9), "batch_size": (1, 2**16), "seq_len": (1, 2**20), "eval_batches": (1, 10**6),
@@ -50,6 +45,9 @@ _FLOAT_FIELDS = ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_c
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A run's budget, optimizer and saving settings. Checked when created (whole numbers, finite values, sane
+    ranges; the message names the field), so a typo fails here instead of training to nan."""
+
     steps: int = 200
     batch_size: int = 16
     seq_len: int = 128
@@ -105,8 +103,10 @@ class TrainConfig:
 
 
 def _whole_number(name: str, value, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        raise ValueError(f"{name}={value!r} must be an int: write {name}={int(value)}")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name}={value!r} must be a whole number (an int such as {max(low, 1)})")
+        raise ValueError(f"{name}={value!r} must be a whole number (an int)")
     if not low <= value <= high:
         raise ValueError(f"{name}={value} must be between {low} and {high:,}")
     return int(value)
@@ -168,71 +168,22 @@ def _new_history() -> dict:
             "tokens": 0}
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or the notebook's stop button) during train().
-
-    A KeyboardInterrupt, so Run All stops and `except KeyboardInterrupt` still catches it. `.history` holds the
-    loss curve so far, `.saved_step` the step count that `.path` holds now (None: nothing saved).
-    """
-
-    def __init__(self, message: str, *, path: str | None, saved_step: int | None, history: dict):
-        super().__init__(message)
-        self.path, self.saved_step, self.history = path, saved_step, history
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss or the gradient norm became nan or inf; `.history` holds the curve up to the bad step."""
-
-    def __init__(self, message: str, *, history: dict):
-        super().__init__(message)
-        self.history = history
-
-
-class _DeferInterrupt:
-    """Within its `with`, the first Ctrl-C only sets `requested`: the step in flight finishes and train() stops
-    at the step boundary, in a state it can save. A second Ctrl-C raises KeyboardInterrupt at once."""
-
-    def __enter__(self) -> _DeferInterrupt:
-        self.requested, self._previous = False, None
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signals reach the main thread only
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is not signal.SIG_IGN:  # a process started to ignore Ctrl-C keeps ignoring it
-            self._previous = signal.SIG_DFL if previous is None else previous
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        with contextlib.suppress(Exception):
-            print("\ninterrupt: finishing this step, then saving (interrupt again to stop at once, unsaved)",
-                  file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def _save(path: str, model: nn.Module, opt: torch.optim.Optimizer, step: int, history: dict,
           gen: torch.Generator, cfg: TrainConfig, saved_step: int | None) -> None:
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:  # never replace a good checkpoint with broken weights
-        raise TrainingDivergedError(_diverged(f"after step {step - 1} the weights {bad[:3]} hold nan or inf",
-                                              cfg, saved_step), history=history)
+        what = f"after step {step - 1} the weights {bad[:3]} hold nan or inf"
+        raise TrainingDivergedError(diverged_message(what, cfg, saved_step), history=history)
     save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": model.cfg.to_dict(),
                  "train_config": asdict(cfg), "step": step, "history": history,
                  "sampler_state": gen.get_state()}, path)
 
 
-def _diverged(what: str, cfg: TrainConfig, saved_step: int | None) -> str:
-    kept = (f"{cfg.checkpoint_path} still holds the last good state (after {saved_step} steps)"
-            if saved_step is not None else "no checkpoint of this run was written")
-    clip = f"grad_clip={cfg.grad_clip} now" if cfg.grad_clip else "grad_clip=1.0; it is off now"
-    return (f"training stopped: {what}. The model in memory is no longer usable; {kept}. Try a lower lr "
-            f"(lr={cfg.lr:g} now), gradient clipping ({clip}), or check the data (token ids, batches). "
-            f"The curve so far is in this error's .history")
+def _diverged(step: int, loss: float, norm: float | None, cfg: TrainConfig, saved_step: int | None,
+              history: dict) -> None:
+    norm_text = "was not measured (grad_clip=0)" if norm is None else norm
+    what = f"at step {step} the loss is {loss} and the gradient norm {norm_text}"
+    raise TrainingDivergedError(diverged_message(what, cfg, saved_step), history=history)
 
 
 def _resume(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, cfg: TrainConfig,
@@ -244,44 +195,6 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, 
     opt.load_state_dict(ckpt["optimizer"])
     gen.set_state(ckpt["sampler_state"].cpu())
     return ckpt["history"], ckpt["step"]
-
-
-def check_resume(cfg: TrainConfig, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint at cfg.checkpoint_path, if a run with cfg's training settings wrote it; else a clear error."""
-    ckpt = load_checkpoint(cfg.checkpoint_path, map_location=map_location)
-    diffs = resume_differences(ckpt, cfg)
-    if diffs:
-        raise CheckpointError(
-            f"cannot resume from {cfg.checkpoint_path}: these training settings differ from the run that wrote it "
-            f"(checkpoint -> requested): {'; '.join(diffs)}. Resuming with them would not continue the same run "
-            f"(the learning-rate schedule, the batches or the optimizer depend on them). Either use the "
-            f"checkpoint's values (in TrainConfig, or the matching minimodels-train options), or start a fresh "
-            f"run (without resume, or with another checkpoint path)")
-    return ckpt
-
-
-def resume_differences(ckpt: dict, cfg: TrainConfig) -> list[str]:
-    """The training settings (other than RESUME_MAY_DIFFER) that differ between a checkpoint and `cfg`."""
-    if "train_config" not in ckpt:
-        return ["train_config: not saved (a checkpoint train() did not write) -> given"]
-    return config_differences(ckpt["train_config"], asdict(cfg), ignore=RESUME_MAY_DIFFER)
-
-
-def _interrupted(cfg: TrainConfig, steps_done: int | None, saved_step: int | None,
-                 history: dict) -> TrainingInterrupted:
-    """The exception train() raises on Ctrl-C, with a message that works in a notebook and in a shell."""
-    path, total = cfg.checkpoint_path, cfg.steps
-    how = (f"Continue the same loss curve with train(model, data, cfg, resume=True) in Python, or "
-           f"`minimodels-train --resume --out {path}` (same options) in a shell")
-    if saved_step is not None and saved_step == steps_done:
-        text = f"training interrupted after {steps_done} of {total} steps, saved to {path}. {how}"
-    elif saved_step is not None:
-        text = (f"training interrupted in the middle of a step, which was not saved; {path} holds the state "
-                f"after {saved_step} of {total} steps. {how}")
-    else:
-        text = (f"training interrupted after {len(history['step'])} of {total} steps; nothing was saved"
-                + ("" if path else " (set TrainConfig(checkpoint_path=...) to be able to resume)"))
-    return TrainingInterrupted(text, path=path, saved_step=saved_step, history=history)
 
 
 def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plot: bool = False,
@@ -316,7 +229,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
     model.train()
     steps_done, saved_step = start, (start if resume else None)  # steps_done: None while a step is in flight
     try:
-        with _DeferInterrupt() as stop:
+        with DeferInterrupt("saving" if cfg.checkpoint_path else "stopping") as stop:
             for step in range(start, cfg.steps):
                 steps_done = None
                 t0 = time.perf_counter()
@@ -333,11 +246,8 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
                 loss_value, norm_value = (loss.item(), 0.0) if norm is None else \
                     torch.stack((loss.detach(), norm.float())).tolist()
                 history["train_time_s"] += time.perf_counter() - t0
-                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                    raise TrainingDivergedError(_diverged(
-                        f"at step {step} the loss is {loss_value} and the gradient norm "
-                        f"{norm_value if norm is not None else 'was not measured (grad_clip=0)'}", cfg, saved_step),
-                        history=history)
+                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):  # free: plain floats
+                    _diverged(step, loss_value, norm_value if norm is not None else None, cfg, saved_step, history)
                 history["tokens"] += x.numel()
                 history["step"].append(step)
                 history["loss"].append(loss_value)
@@ -366,7 +276,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
         if cfg.checkpoint_path and steps_done is not None and saved_step != steps_done:
             _save(cfg.checkpoint_path, model, opt, steps_done, history, gen, cfg, saved_step)
             saved_step = steps_done
-        raise _interrupted(cfg, steps_done, saved_step, history) from None
+        raise interrupted(cfg, steps_done, saved_step, history) from None
     finally:
         if bar is not None:
             bar.close()

@@ -74,12 +74,19 @@ def test_lab_keeps_a_given_root_dir_and_notebook(course):
          "--port"),
         ("ModuleNotFoundError: No module named 'jupyterlab'", "delete .venv"),
         ("PermissionError: [Errno 13] Permission denied: '/root/.local/share/jupyter/runtime'", "JUPYTER_RUNTIME_DIR"),
-        ("__main__.py: error: argument --frobnicate: expected one argument", "--help-all"),
+        ("__main__.py: error: argument --frobnicate: expected one argument", "-m jupyterlab --help-all"),
     ],
 )
 def test_lab_exit_hint_names_the_cause(course, log, words):
     hint = course.lab_exit_hint(1, "[I ServerApp] starting\n" + log + "\n")
     assert words in hint
+
+
+def test_lab_exit_hint_reads_the_end_of_the_log_only(course):
+    early = "[W LabApp] ImportError: an optional extension failed to load\n" + "[I ServerApp] fine\n" * 30
+    hint = course.lab_exit_hint(1, early + "[C ServerApp] Running as root is not recommended.\n")
+    assert "--allow-root" in hint
+    assert "delete .venv" not in course.lab_exit_hint(1, early + "[C ServerApp] something else\n")
 
 
 def test_lab_exit_hint_quotes_an_unknown_error_and_is_silent_on_a_normal_stop(course):
@@ -223,6 +230,7 @@ def test_pytest_never_collects_the_work_folder(tmp_path):
     for folder, name in [("tests", "test_ok.py"), ("my_work", "test_scratch.py")]:
         (tmp_path / folder).mkdir()
         (tmp_path / folder / name).write_text(f"def {name[:-3]}():\n    pass\n")
+    (tmp_path / "exercises").mkdir()
     for folder in ("exercises", "my_work"):
         shutil.copy(ROOT / "exercises" / SOLVED, tmp_path / folder / SOLVED)
     result = subprocess.run(

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from minimodels.config import ModelConfig, replace
-from minimodels.kv_cache import KV_PRESETS, KVCache, cache_spec, kv_bytes_per_token, kv_cache_report
+from minimodels.kv_cache import (
+    KV_PRESETS,
+    MLA_PRESETS,
+    KVCache,
+    cache_spec,
+    kv_bytes_per_token,
+    kv_cache_report,
+)
 from minimodels.model import MiniModel
 
 CFG = ModelConfig(vocab_size=50, dim=32, n_layers=3, n_heads=4, inter_dim=64, max_seq_len=24)
@@ -30,6 +37,38 @@ def test_real_model_presets():
     assert kv_cache_report(**llama7, context=4096, dtype="float16")["bytes_per_token"] == 512 * 1024
     assert kv_cache_report(**KV_PRESETS["Llama-2-70B"], context=1, dtype="bfloat16")["bytes_per_token"] == 327680
     assert kv_cache_report(**KV_PRESETS["Llama-3-8B"], context=1)["bytes_per_token"] == 131072
+
+
+def test_mla_presets_match_deepseek_v2_table_1():
+    """(d_c + d_h^R) · layers elements per token: 576 · 60 = 34,560 for V2 (67.5 KiB in bf16), REFERENCE.md §2.6."""
+    v2 = kv_cache_report(**MLA_PRESETS["DeepSeek-V2"], context=1)
+    assert v2["bytes_per_token"] == 34_560 * 2 == int(67.5 * 1024)
+    assert kv_cache_report(**MLA_PRESETS["DeepSeek-V3"], context=1, dtype="float32")["bytes_per_token"] == 35_136 * 4
+    assert kv_cache_report(**MLA_PRESETS["DeepSeek-V2-Lite"], context=10, batch=2)["total_bytes"] == 15_552 * 2 * 20
+
+
+@pytest.mark.parametrize("cfg", [replace(CFG, attn="gqa", n_kv_heads=2), replace(CFG, attn="mla"),
+                                 replace(CFG, attn="mla_lowrank")], ids=["gqa", "mla", "mla_lowrank"])
+def test_report_equals_measured_tensor_bytes_for_every_variant(cfg):
+    cache = KVCache(cfg, batch_size=2, max_len=7)
+    if cfg.attn == "gqa":
+        shape = dict(n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim)
+    else:
+        shape = dict(kv_lora_rank=cfg.kv_lora_rank, qk_rope_head_dim=cfg.qk_rope_head_dim * (cfg.attn == "mla"))
+    report = kv_cache_report(cfg.n_layers, **shape, context=7, batch=2, dtype="float32")
+    assert report == {"bytes_per_token": cache.bytes_per_token, "total_bytes": cache.nbytes}
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(n_kv_heads=1, head_dim=8, kv_lora_rank=32), "not both"),
+    (dict(), "not neither"),
+    (dict(kv_lora_rank=0), "kv_lora_rank=0 must be >= 1"),
+    (dict(n_kv_heads=1), "head_dim=None must be >= 1"),
+    (dict(n_kv_heads=1, head_dim=8, qk_rope_head_dim=16), "used only with kv_lora_rank"),
+])
+def test_report_asks_for_one_layout(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        kv_cache_report(4, **kwargs, context=1)
 
 
 def test_cache_fills_as_the_model_writes():
@@ -134,10 +173,7 @@ def test_a_cache_of_another_model_layout_raises(other, named):
 
 
 def test_a_cache_of_another_attention_variant_raises():
-    cache = KVCache(CFG, 1, 10)
-    other = replace(CFG)
-    object.__setattr__(other, "attn", "mla")  # only "mha" exists yet: pretend the cache came from another variant
-    cache.cfg = other
+    cache = KVCache(replace(CFG, attn="mla"), 1, 10)
     with pytest.raises(ValueError, match=r"attn='mla'.*attn='mha'"):
         MiniModel(CFG)(tokens(1, 3), cache=cache)
 

@@ -245,3 +245,8 @@ def test_lowrank_ignores_the_rope_width_but_not_the_other_fields():
     replace(CFG, attn="mla_lowrank", qk_rope_head_dim=0)  # fine: no rope channels at all
     with pytest.raises(ValueError, match="kv_lora_rank"):
         replace(CFG, attn="mla_lowrank", kv_lora_rank=0)
+
+
+def test_an_mla_too_big_for_memory_is_refused_before_allocation():
+    with pytest.raises(ValueError, match=r"kv_lora_rank=1073741824, .* make a model of .* over the limit"):
+        replace(CFG, kv_lora_rank=2**30)

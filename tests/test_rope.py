@@ -132,3 +132,12 @@ def test_round_trip_through_bfloat16_keeps_cached_equal_to_uncached_in_fp32():
 def test_device_moves_reach_the_table():
     model = MiniModel(CFG).to("meta")  # the one other device every machine has
     assert model.freqs[:].device.type == "meta" and model.freqs[:].dtype == torch.complex64
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 7), (2, 3, 4, 7)])
+def test_slices_at_odd_offsets_are_rotated_like_copies(shape):
+    """MLA rotates the last R channels of [nope | rope]; with an odd nope width the slice starts at an odd offset."""
+    x = torch.randn(*shape)
+    rope_part = x[..., 3:]  # 4 channels starting at offset 3
+    freqs = rope_frequencies(4, shape[1])
+    torch.testing.assert_close(apply_rope(rope_part, freqs), apply_rope(rope_part.clone(), freqs), atol=0, rtol=0)

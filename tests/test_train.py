@@ -12,15 +12,13 @@ import pytest
 import torch
 
 import minimodels.viz
-from minimodels.checkpoint import CheckpointError, content_sha256, load_checkpoint, save_atomic
+from minimodels.checkpoint import RESUME_MAY_DIFFER, CheckpointError, content_sha256, load_checkpoint, save_atomic
 from minimodels.config import ModelConfig
 from minimodels.model import MiniModel
 from minimodels.profiles import PROFILES, Profile
+from minimodels.stopping import TrainingDivergedError, TrainingInterrupted
 from minimodels.train import (
-    RESUME_MAY_DIFFER,
     TrainConfig,
-    TrainingDivergedError,
-    TrainingInterrupted,
     baseline_model,
     baseline_path,
     lr_at,
@@ -246,7 +244,7 @@ def test_interrupted_run_saves_and_resumes_on_the_same_loss_curve(data, tmp_path
     assert_same_run(train(model, data, cfg, resume=True), model, straight)
 
 
-def test_real_ctrl_c_mid_step_finishes_the_step_then_saves(data, tmp_path, straight):
+def test_real_ctrl_c_mid_step_finishes_the_step_then_saves(data, tmp_path, straight, capsys):
     cfg = TrainConfig(**SMALL, checkpoint_path=str(tmp_path / "run.pt"))
     model, calls = fresh_model(), {"n": 0}
 
@@ -260,6 +258,7 @@ def test_real_ctrl_c_mid_step_finishes_the_step_then_saves(data, tmp_path, strai
     with pytest.raises(TrainingInterrupted) as err:
         train(model, data, cfg)
     assert signal.getsignal(signal.SIGINT) is handler  # train() put the usual Ctrl-C back
+    assert "interrupt: finishing this step, then saving" in capsys.readouterr().err
     assert err.value.saved_step == 8 and err.value.history["step"] == list(range(8))  # step 7 was finished
     resumed = MiniModel(CFG)
     assert_same_run(train(resumed, data, cfg, resume=True), resumed, straight)

@@ -71,14 +71,14 @@ def in_unit(n: float, unit: str) -> str:
 def log_ticks(lo: float, hi: float) -> list[float]:
     """Tick values 1, 2, 5 × 10^k from the last one at or below `lo` to the first at or above `hi`.
 
-    Over more than four decades only powers of ten. Plotly's own log ticks label minor steps with single
+    Over more than 2.5 decades only powers of ten. Plotly's own log ticks label minor steps with single
     digits ("2, 5, 100, 2, 5"), which read as different numbers; these all carry their full value.
     """
     if not (lo > 0 and hi > 0):
         raise ValueError(f"log ticks need positive bounds, got lo={lo}, hi={hi}")
     lo, hi = min(lo, hi), max(lo, hi)
     decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-    steps = (1, 2, 5) if len(decades) <= 6 else (1,)
+    steps = (1, 2, 5) if math.log10(hi / lo) <= 2.5 else (1,)  # wide ranges: fewer, rounder ticks
     ticks = [m * 10.0**k for k in decades for m in steps]
     first = max(t for t in ticks if t <= lo * 1.0001)
     last = min(t for t in ticks if t >= hi / 1.0001)

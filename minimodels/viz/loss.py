@@ -62,6 +62,7 @@ class LiveLossPlot:
         self._last_time, self._last_val = -math.inf, len(history["val_step"])
         self.widget: go.FigureWidget | None = None
         self._handles: tuple | None = None  # (note, chart) display handles, once shown in a notebook
+        self._box: widgets.VBox | None = None  # what was displayed: the hint's hider and the widget
         self.shown = common._in_kernel() if widget is None else widget  # False: finish() displays nothing
         if not self.shown:
             return
@@ -69,8 +70,8 @@ class LiveLossPlot:
             self.widget = common._figure_widget(loss_curve_figure(history, title=title))
             if self.widget is not None and common._in_kernel():
                 key = common.new_hint_key()
-                box = widgets.VBox([common.hint_hider(key), self.widget])
-                self._handles = common.display_live(box, key, "The live loss chart")
+                self._box = widgets.VBox([common.hint_hider(key), self.widget])
+                self._handles = common.display_live(self._box, key, "The live loss chart")
         except Exception:
             self.widget = None
 
@@ -111,8 +112,7 @@ class LiveLossPlot:
         bundle.setdefault(PLOTLY_MIME, fig.to_plotly_json())  # JupyterLab's plotly renderer reads this
         chart.update(bundle, raw=True)  # same place in the notebook, now a figure that is saved with it
         note.update({"text/plain": ""}, raw=True)  # the "run this cell" note no longer applies
-        if self.widget is not None:
-            self.widget.close()
-            self.widget = None
-        self._handles = None
+        for w in (*self._box.children, self._box):  # the live widgets are no longer shown anywhere
+            w.close()
+        self.widget, self._box, self._handles = None, None, None
         return fig

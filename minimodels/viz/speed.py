@@ -60,9 +60,10 @@ def roofline_figure(points: dict[str, float], peak_flops_per_s: float, bytes_per
                           f"{bytes_per_s / 1e9:,.1f} GB/s memory"))
     for i, (name, intensity) in enumerate(points.items()):
         y = attainable(intensity, peak_flops_per_s, bytes_per_s) / 1e9
-        fig.add_scatter(x=[intensity], y=[y], mode="markers", name=f"{name}: {intensity:,.3g} FLOPs/byte",
+        value = f"{intensity:,.0f}" if intensity >= 100 else f"{intensity:.3g}"
+        fig.add_scatter(x=[intensity], y=[y], mode="markers", name=f"{name}: {value} FLOPs/byte",
                         marker=dict(size=12, color=qualitative.D3[i % len(qualitative.D3)]),
                         hovertemplate=f"{name}<br>%{{x:.3g}} FLOPs/byte<br>at most %{{y:,.1f}} GFLOP/s<extra></extra>")
     fig.add_vline(x=ridge, line=dict(dash="dot", color="#999"),
-                  annotation_text=f"ridge: {ridge:,.3g} FLOPs/byte", annotation_position="bottom right")
+                  annotation_text=f"ridge: {ridge:.3g} FLOPs/byte", annotation_position="bottom right")
     return fig
