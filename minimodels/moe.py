@@ -153,7 +153,30 @@ def dispatch_blocks(experts, x, weights, indices, counts, block=64):
     return (y * weights.unsqueeze(-1)).sum(1)
 
 
-DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop,
+def dispatch_sorted(experts, x, weights, indices, counts):
+    n, k = indices.shape
+    order = indices.flatten().argsort(stable=True)
+    slot = torch.empty_like(order).scatter_(0, order, torch.arange(n * k, device=x.device))
+    xs = _ToSlots.apply(x, order // k, slot, k)
+    sizes = counts.tolist()
+    w1s, w2s, w3s = experts.w1.unbind(0), experts.w2.unbind(0), experts.w3.unbind(0)
+    outs = [F.linear(F.silu(F.linear(chunk, w1s[i])) * F.linear(chunk, w3s[i]), w2s[i])
+            for i, chunk in enumerate(xs.split(sizes)) if sizes[i]]
+    y = _FromSlots.apply(torch.cat(outs), slot).view(n, k, x.shape[-1])
+    return (y * weights.unsqueeze(-1)).sum(1)
+
+
+def dispatch_loop2(experts, x, weights, indices, counts):
+    y = torch.zeros_like(x)
+    w1s, w2s, w3s = experts.w1.unbind(0), experts.w2.unbind(0), experts.w3.unbind(0)
+    for i in torch.nonzero(counts).flatten().tolist():
+        tok, choice = torch.where(indices == i)
+        h = x[tok]
+        y = y.index_add(0, tok, F.linear(F.silu(F.linear(h, w1s[i])) * F.linear(h, w3s[i]), w2s[i]) * weights[tok, choice, None])
+    return y
+
+
+DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop, "sorted": dispatch_sorted, "loop2": dispatch_loop2,
             "b32": lambda *a: dispatch_blocks(*a, block=32), "b64": lambda *a: dispatch_blocks(*a, block=64),
             "b128": lambda *a: dispatch_blocks(*a, block=128), "b256": lambda *a: dispatch_blocks(*a, block=256)}
 
