@@ -166,6 +166,42 @@ def dispatch_sorted(experts, x, weights, indices, counts):
     return (y * weights.unsqueeze(-1)).sum(1)
 
 
+class _Combine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ys, slot, tok_sorted, k):
+        ctx.save_for_backward(tok_sorted)
+        return ys.index_select(0, slot).view(-1, k, ys.shape[-1]).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (tok_sorted,) = ctx.saved_tensors
+        return grad.index_select(0, tok_sorted), None, None, None
+
+
+def dispatch_sorted2(experts, x, weights, indices, counts, fused=False):
+    n, k = indices.shape
+    order = indices.flatten().argsort(stable=True)
+    slot = torch.empty_like(order).scatter_(0, order, torch.arange(n * k, device=x.device))
+    tok_sorted = order // k
+    xs = _ToSlots.apply(x, tok_sorted, slot, k)
+    ws = weights.flatten().index_select(0, order).unsqueeze(-1)  # (N·k, 1)
+    sizes = counts.tolist()
+    w2s = experts.w2.unbind(0)
+    outs = []
+    if fused:
+        w13s = torch.cat([experts.w1, experts.w3], 1).unbind(0)
+        for i, (chunk, wc) in enumerate(zip(xs.split(sizes), ws.split(sizes))):
+            if sizes[i]:
+                g, u = F.linear(chunk, w13s[i]).chunk(2, -1)
+                outs.append(F.linear(F.silu(g) * u * wc, w2s[i]))
+    else:
+        w1s, w3s = experts.w1.unbind(0), experts.w3.unbind(0)
+        for i, (chunk, wc) in enumerate(zip(xs.split(sizes), ws.split(sizes))):
+            if sizes[i]:
+                outs.append(F.linear(F.silu(F.linear(chunk, w1s[i])) * F.linear(chunk, w3s[i]) * wc, w2s[i]))
+    return _Combine.apply(torch.cat(outs), slot, tok_sorted, k)
+
+
 def dispatch_loop2(experts, x, weights, indices, counts):
     y = torch.zeros_like(x)
     w1s, w2s, w3s = experts.w1.unbind(0), experts.w2.unbind(0), experts.w3.unbind(0)
@@ -176,7 +212,7 @@ def dispatch_loop2(experts, x, weights, indices, counts):
     return y
 
 
-DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop, "sorted": dispatch_sorted, "loop2": dispatch_loop2,
+DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop, "sorted": dispatch_sorted, "sorted2": dispatch_sorted2, "sorted2f": lambda *a: dispatch_sorted2(*a, fused=True), "loop2": dispatch_loop2,
             "b32": lambda *a: dispatch_blocks(*a, block=32), "b64": lambda *a: dispatch_blocks(*a, block=64),
             "b128": lambda *a: dispatch_blocks(*a, block=128), "b256": lambda *a: dispatch_blocks(*a, block=256)}
 
