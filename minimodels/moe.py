@@ -3,21 +3,23 @@
 h = u + Σ_{i≤N_s} FFN^(s)_i(u) + Σ_{i≤N_r} g_{i,t} FFN^(r)_i(u): shared experts that every token runs
 (unweighted, fused into one SwiGLU of width N_s·moe_inter_dim as DeepSeek does), plus the K_r routed experts the
 router (router.py) picks, weighted by its gate values g. Fine-grained segmentation (many small experts, more of
-them active) is a config: `fine_grained_config(cfg, m)`.
+them active) is a config: `fine_grained_config(cfg, m)`. The first n_dense_layers keep the dense FFN (`moe_ffn`).
 
-Dispatch, the expensive part on a CPU: a Python loop over experts runs dozens of tiny matmuls and the autograd
-bookkeeping of each. Here every expert's weights sit in one stacked tensor, tokens are sorted by expert into a
-padded (E, C, D) buffer (C = the busiest expert's load), three batched matmuls run every expert at once, and the
-results are gathered back. The two gathers are custom autograd functions whose backward is again a gather (or a
-plain copy), not an atomic scatter-add. Padding costs the FLOPs of (E·C − N·k) empty rows; a balanced router
-keeps that small. `dispatch="loop"` runs the same maths expert by expert, without padding (lesson 06 builds it by
-hand; FLOP counters see exactly the model FLOPs).
+Dispatch (sending each token to its experts) decides the speed on a CPU, where many small experts pay per-op
+overhead and memory traffic that a FLOP count does not see. Three interchangeable implementations, equal up to
+float rounding (tests/test_moe.py checks each against running every expert and masking):
+- "sorted" (default): sort the N·k (token, expert) pairs by expert, gather the tokens once, run each expert as
+  one matmul on its contiguous rows, apply the gate weights in the hidden layer, and sum each token's k rows back.
+  The gathers are custom autograd functions whose backward is again a gather, not an atomic scatter-add.
+- "padded": the same sorted rows in an (E, C, D) buffer padded to the busiest expert's load C, and three batched
+  matmuls (fewer, larger kernels; it pays for the padding when the router is unbalanced).
+- "loop": DeepSeek's MoE.forward, expert by expert with index_add, no sorting: the version lesson 06 builds.
 Taught in lessons/06_moe.ipynb (dispatch), lessons/07_deepseekmoe.ipynb (segmentation, shared experts) and
 lessons/08_load_balancing.ipynb (the losses and the bias, balance.py).
 """
 
 # Shapes: B batch, T positions, N = B·T tokens, D = dim, E = n_routed_experts (N_r), k = n_activated_experts (K_r),
-# H = moe_inter_dim (one expert's hidden width), C = capacity (the busiest expert's rows in the padded buffer)
+# H = moe_inter_dim (one expert's hidden width), C = capacity (rows per expert in the padded buffer)
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from .balance import balance_losses
 from .ffn import FeedForward
 from .router import Gate
 
-DISPATCHES = ("padded", "loop")
+DISPATCHES = ("sorted", "padded", "loop")
 
 
 class Experts(nn.Module):
@@ -50,69 +52,96 @@ class Experts(nn.Module):
         """Run expert i alone.  (..., D) -> (..., D)"""
         return F.linear(F.silu(F.linear(x, self.w1[i])) * F.linear(x, self.w3[i]), self.w2[i])
 
-    def run_all(self, buf: Tensor) -> Tensor:
-        """Expert e on row block buf[e], all experts in three batched matmuls.  (E, C, D) -> (E, C, D)"""
-        hidden = F.silu(torch.bmm(buf, self.w1.transpose(1, 2))) * torch.bmm(buf, self.w3.transpose(1, 2))  # (E, C, H)
-        return torch.bmm(hidden, self.w2.transpose(1, 2))  # (E, C, D)
 
-
-class _ToSlots(torch.autograd.Function):
-    """Tokens into the padded expert buffer: slot s reads token tok_of_slot[s].  (N, D) -> (E·C, D)
-    Backward: each token's gradient is the sum over its k slots (a gather, then a sum over k)."""
+class _GatherTokens(torch.autograd.Function):
+    """rows[r] = x[tok_of_row[r]].  (N, D) -> (R, D)
+    Backward: token n's gradient is the sum of the gradients of its k rows row_of[n, 0..k-1] (a gather and a sum
+    over k, since each (token, choice) owns exactly one row)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, tok_of_slot: Tensor, slot: Tensor, k: int) -> Tensor:
-        ctx.save_for_backward(slot)
+    def forward(ctx, x: Tensor, tok_of_row: Tensor, row_of: Tensor, k: int) -> Tensor:
+        ctx.save_for_backward(row_of)
         ctx.k = k
-        return x.index_select(0, tok_of_slot)
+        return x.index_select(0, tok_of_row)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (slot,) = ctx.saved_tensors
-        return grad.index_select(0, slot).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
+        (row_of,) = ctx.saved_tensors
+        return grad.index_select(0, row_of).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
 
 
-class _FromSlots(torch.autograd.Function):
-    """Expert outputs back to (token, choice) order: row a reads slot[a].  (E·C, D) -> (N·k, D)
-    Backward: copy each gradient into its slot; padding slots get 0, so they add nothing to the weights' grads."""
+class _SumRows(torch.autograd.Function):
+    """out[n] = Σ_j rows[row_of[n, j]], the transpose of _GatherTokens.  (R, D) -> (N, D)
+    Backward: row r gets the gradient of its token tok_of_row[r] (a gather)."""
 
     @staticmethod
-    def forward(ctx, y: Tensor, slot: Tensor) -> Tensor:
-        ctx.save_for_backward(slot)
-        ctx.rows = y.shape[0]
-        return y.index_select(0, slot)
+    def forward(ctx, rows: Tensor, row_of: Tensor, tok_of_row: Tensor, k: int) -> Tensor:
+        ctx.save_for_backward(tok_of_row)
+        return rows.index_select(0, row_of).view(-1, k, rows.shape[-1]).sum(1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        (slot,) = ctx.saved_tensors
-        return grad.new_zeros(ctx.rows, grad.shape[-1]).index_copy_(0, slot, grad), None
+        (tok_of_row,) = ctx.saved_tensors
+        return grad.index_select(0, tok_of_row), None, None, None
+
+
+class _PickRows(torch.autograd.Function):
+    """out[a] = rows[row_of[a]] for the padded buffer.  (E·C, D) -> (N·k, D)
+    Backward: copy each gradient into its row; padding rows get 0, so they add nothing to the weights' grads."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, row_of: Tensor) -> Tensor:
+        ctx.save_for_backward(row_of)
+        ctx.n_rows = rows.shape[0]
+        return rows.index_select(0, row_of)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (row_of,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.n_rows, grad.shape[-1]).index_copy_(0, row_of, grad), None
 
 
 @torch.no_grad()
-def plan_slots(indices: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Where each (token, choice) goes in the padded buffer: expert e's rows are e·C .. e·C + counts[e] - 1.
+def sort_by_expert(indices: Tensor) -> tuple[Tensor, Tensor]:
+    """order: the (token, choice) pairs grouped by expert (tokens in order inside each expert); row_of: the
+    inverse, the sorted row of pair a = n·k + j.  (N, k) -> (N·k,), (N·k,)"""
+    order = indices.flatten().argsort(stable=True)
+    row_of = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+    return order, row_of
 
-    indices (N, k) long, counts (E,) -> slot (N·k,), tok_of_slot (E·C,), C. Padding slots read token 0: their
-    outputs are never read back and their gradients are 0.
-    """
-    flat = indices.flatten()  # (N·k,) expert of each assignment, token-major
-    capacity = int(counts.max())  # one device sync per layer
-    order = flat.argsort(stable=True)  # assignments grouped by expert, tokens in order inside each
-    starts = counts.cumsum(0) - counts  # (E,) first sorted position of each expert
-    rank = torch.arange(flat.numel(), device=flat.device) - starts[flat[order]]  # row inside its expert
-    slot_sorted = flat[order] * capacity + rank
-    slot = torch.empty_like(flat).scatter_(0, order, slot_sorted)  # (N·k,)
-    tok_of_slot = flat.new_zeros(counts.numel() * capacity).index_copy_(0, slot_sorted, order // indices.shape[1])
-    return slot, tok_of_slot, capacity
+
+def dispatch_sorted(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor, counts: Tensor) -> Tensor:
+    """Σ_j weights[:, j] · expert_{indices[:, j]}(x), one matmul per expert on contiguous rows.  (N, D) -> (N, D)"""
+    k = indices.shape[1]
+    order, row_of = sort_by_expert(indices)
+    tok_of_row = order // k  # (N·k,) the token of each sorted row
+    xs = _GatherTokens.apply(x, tok_of_row, row_of, k)  # (N·k, D) grouped by expert
+    ws = weights.flatten().index_select(0, order).unsqueeze(-1)  # (N·k, 1) gate value of each row
+    sizes = counts.tolist()  # rows per expert (one device sync per layer)
+    w13 = torch.cat([experts.w1, experts.w3], dim=1).unbind(0)  # E × (2H, D): one matmul for w1 and w3
+    w2 = experts.w2.unbind(0)  # unbind, not w2[i]: its backward stacks E grads once instead of E full-size adds
+    outs = []
+    for i, (rows, w) in enumerate(zip(xs.split(sizes), ws.split(sizes))):
+        if sizes[i]:
+            gate, up = F.linear(rows, w13[i]).chunk(2, dim=-1)  # (n_i, H) each
+            outs.append(F.linear(F.silu(gate) * up * w, w2[i]))  # weight the hidden (H < D: less traffic)
+    return _SumRows.apply(torch.cat(outs), row_of, tok_of_row, k)  # (N, D)
 
 
 def dispatch_padded(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor, counts: Tensor) -> Tensor:
-    """Σ_j weights[:, j] · expert_{indices[:, j]}(x), every expert at once.  (N, D) -> (N, D)"""
-    n_experts, k = counts.numel(), indices.shape[1]
-    slot, tok_of_slot, capacity = plan_slots(indices, counts)
-    buf = _ToSlots.apply(x, tok_of_slot, slot, k).view(n_experts, capacity, -1)  # (E, C, D)
-    out = experts.run_all(buf).view(n_experts * capacity, -1)  # (E·C, D)
-    y = _FromSlots.apply(out, slot).view(-1, k, x.shape[-1])  # (N, k, D)
+    """The same sum with every expert at once: an (E, C, D) buffer and three batched matmuls.  (N, D) -> (N, D)"""
+    (n_experts, dim), k = (counts.numel(), x.shape[-1]), indices.shape[1]
+    capacity = int(counts.max())  # C: the busiest expert's rows
+    order, _ = sort_by_expert(indices)
+    expert_sorted = indices.flatten()[order]
+    rank = torch.arange(order.numel(), device=x.device) - (counts.cumsum(0) - counts)[expert_sorted]
+    row_sorted = expert_sorted * capacity + rank  # expert e's rows are e·C .. e·C + counts[e] - 1
+    row_of = torch.empty_like(order).scatter_(0, order, row_sorted)  # (N·k,)
+    tok_of_row = order.new_zeros(n_experts * capacity).index_copy_(0, row_sorted, order // k)  # padding: token 0
+    buf = _GatherTokens.apply(x, tok_of_row, row_of, k).view(n_experts, capacity, dim)  # (E, C, D)
+    hidden = F.silu(torch.bmm(buf, experts.w1.transpose(1, 2))) * torch.bmm(buf, experts.w3.transpose(1, 2))
+    out = torch.bmm(hidden, experts.w2.transpose(1, 2)).view(n_experts * capacity, dim)  # (E·C, D)
+    y = _PickRows.apply(out, row_of).view(-1, k, dim)  # (N, k, D); padding rows are never read
     return (y * weights.unsqueeze(-1)).sum(1)  # (N, D)
 
 
@@ -125,96 +154,7 @@ def dispatch_loop(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor,
     return y
 
 
-@torch.no_grad()
-def plan_blocks(indices: Tensor, counts: Tensor, block: int) -> tuple[Tensor, Tensor, Tensor]:
-    flat = indices.flatten()
-    order = flat.argsort(stable=True)
-    padded = (counts + block - 1) // block * block
-    n_rows = int(padded.sum())
-    starts = padded.cumsum(0) - padded
-    e_sorted = flat[order]
-    rank = torch.arange(flat.numel(), device=flat.device) - (counts.cumsum(0) - counts)[e_sorted]
-    slot_sorted = starts[e_sorted] + rank
-    slot = torch.empty_like(flat).scatter_(0, order, slot_sorted)
-    tok_of_slot = flat.new_zeros(n_rows).index_copy_(0, slot_sorted, order // indices.shape[1])
-    block_expert = torch.repeat_interleave(torch.arange(counts.numel(), device=flat.device), padded // block,
-                                           output_size=n_rows // block)
-    return slot, tok_of_slot, block_expert
-
-
-def dispatch_blocks(experts, x, weights, indices, counts, block=64):
-    k = indices.shape[1]
-    slot, tok_of_slot, block_expert = plan_blocks(indices, counts, block)
-    buf = _ToSlots.apply(x, tok_of_slot, slot, k).view(-1, block, x.shape[-1])
-    w1, w2, w3 = (w.index_select(0, block_expert) for w in (experts.w1, experts.w2, experts.w3))
-    hidden = F.silu(torch.bmm(buf, w1.transpose(1, 2))) * torch.bmm(buf, w3.transpose(1, 2))
-    out = torch.bmm(hidden, w2.transpose(1, 2)).view(-1, x.shape[-1])
-    y = _FromSlots.apply(out, slot).view(-1, k, x.shape[-1])
-    return (y * weights.unsqueeze(-1)).sum(1)
-
-
-def dispatch_sorted(experts, x, weights, indices, counts):
-    n, k = indices.shape
-    order = indices.flatten().argsort(stable=True)
-    slot = torch.empty_like(order).scatter_(0, order, torch.arange(n * k, device=x.device))
-    xs = _ToSlots.apply(x, order // k, slot, k)
-    sizes = counts.tolist()
-    w1s, w2s, w3s = experts.w1.unbind(0), experts.w2.unbind(0), experts.w3.unbind(0)
-    outs = [F.linear(F.silu(F.linear(chunk, w1s[i])) * F.linear(chunk, w3s[i]), w2s[i])
-            for i, chunk in enumerate(xs.split(sizes)) if sizes[i]]
-    y = _FromSlots.apply(torch.cat(outs), slot).view(n, k, x.shape[-1])
-    return (y * weights.unsqueeze(-1)).sum(1)
-
-
-class _Combine(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, ys, slot, tok_sorted, k):
-        ctx.save_for_backward(tok_sorted)
-        return ys.index_select(0, slot).view(-1, k, ys.shape[-1]).sum(1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (tok_sorted,) = ctx.saved_tensors
-        return grad.index_select(0, tok_sorted), None, None, None
-
-
-def dispatch_sorted2(experts, x, weights, indices, counts, fused=False):
-    n, k = indices.shape
-    order = indices.flatten().argsort(stable=True)
-    slot = torch.empty_like(order).scatter_(0, order, torch.arange(n * k, device=x.device))
-    tok_sorted = order // k
-    xs = _ToSlots.apply(x, tok_sorted, slot, k)
-    ws = weights.flatten().index_select(0, order).unsqueeze(-1)  # (N·k, 1)
-    sizes = counts.tolist()
-    w2s = experts.w2.unbind(0)
-    outs = []
-    if fused:
-        w13s = torch.cat([experts.w1, experts.w3], 1).unbind(0)
-        for i, (chunk, wc) in enumerate(zip(xs.split(sizes), ws.split(sizes))):
-            if sizes[i]:
-                g, u = F.linear(chunk, w13s[i]).chunk(2, -1)
-                outs.append(F.linear(F.silu(g) * u * wc, w2s[i]))
-    else:
-        w1s, w3s = experts.w1.unbind(0), experts.w3.unbind(0)
-        for i, (chunk, wc) in enumerate(zip(xs.split(sizes), ws.split(sizes))):
-            if sizes[i]:
-                outs.append(F.linear(F.silu(F.linear(chunk, w1s[i])) * F.linear(chunk, w3s[i]) * wc, w2s[i]))
-    return _Combine.apply(torch.cat(outs), slot, tok_sorted, k)
-
-
-def dispatch_loop2(experts, x, weights, indices, counts):
-    y = torch.zeros_like(x)
-    w1s, w2s, w3s = experts.w1.unbind(0), experts.w2.unbind(0), experts.w3.unbind(0)
-    for i in torch.nonzero(counts).flatten().tolist():
-        tok, choice = torch.where(indices == i)
-        h = x[tok]
-        y = y.index_add(0, tok, F.linear(F.silu(F.linear(h, w1s[i])) * F.linear(h, w3s[i]), w2s[i]) * weights[tok, choice, None])
-    return y
-
-
-DISPATCH = {"padded": dispatch_padded, "loop": dispatch_loop, "sorted": dispatch_sorted, "sorted2": dispatch_sorted2, "sorted2f": lambda *a: dispatch_sorted2(*a, fused=True), "loop2": dispatch_loop2,
-            "b32": lambda *a: dispatch_blocks(*a, block=32), "b64": lambda *a: dispatch_blocks(*a, block=64),
-            "b128": lambda *a: dispatch_blocks(*a, block=128), "b256": lambda *a: dispatch_blocks(*a, block=256)}
+DISPATCH = {"sorted": dispatch_sorted, "padded": dispatch_padded, "loop": dispatch_loop}
 
 
 class MoE(nn.Module):
@@ -224,7 +164,7 @@ class MoE(nn.Module):
     for, a scalar with gradient, or None) and `counts` (tokens per expert in this batch, for the bias update
     and the routing statistics of balance.py)."""
 
-    def __init__(self, cfg, layer_id: int = 0, *, dispatch: str = "padded"):
+    def __init__(self, cfg, layer_id: int = 0, *, dispatch: str = "sorted"):
         super().__init__()
         self.layer_id, self.cfg = layer_id, cfg
         self.gate = Gate(cfg)
@@ -280,8 +220,34 @@ def fine_grained_config(cfg, m: int, *, isolate_shared: int = 0):
                    n_shared_experts=m * cfg.n_shared_experts + isolate_shared, n_activated_experts=activated)
 
 
+@torch.no_grad()
+def trace_routing(model: nn.Module, tokens: Tensor) -> dict[int, dict[str, Tensor]]:
+    """Which experts each token uses in every MoE layer, from one eval-mode forward of `tokens` (B, T).
+
+    Returns {layer_id: {"weights": (B, T, k), "indices": (B, T, k), "scores": (B, T, E)}}: the gate values,
+    the chosen experts (best first) and every expert's affinity. For the token -> expert views of lesson 07.
+    """
+    records, hooks = {}, []
+    for module in model.modules():
+        if isinstance(module, MoE):
+            def keep(gate, inputs, outputs, layer=module.layer_id):
+                records[layer] = outputs
+            hooks.append(module.gate.register_forward_hook(keep))
+    was_training = model.training
+    model.eval()
+    try:
+        model(tokens)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    b, t = tokens.shape
+    return {layer: {"weights": w.view(b, t, -1), "indices": i.view(b, t, -1), "scores": s.view(b, t, -1)}
+            for layer, (w, i, s) in sorted(records.items())}
+
+
 def set_dispatch(model: nn.Module, dispatch: str) -> nn.Module:
-    """Switch every MoE layer of `model` to `dispatch` ("padded" or "loop"); returns the model."""
+    """Switch every MoE layer of `model` to `dispatch` (one of DISPATCHES); returns the model."""
     if dispatch not in DISPATCH:
         raise ValueError(f"dispatch={dispatch!r} is not known; choose one of {DISPATCHES}")
     for module in model.modules():
@@ -290,5 +256,5 @@ def set_dispatch(model: nn.Module, dispatch: str) -> nn.Module:
     return model
 
 
-__all__ = ["dispatch_loop", "dispatch_padded", "DISPATCHES", "Experts", "fine_grained_config", "MoE",
-           "moe_ffn", "plan_slots", "set_dispatch"]
+__all__ = ["dispatch_loop", "dispatch_padded", "dispatch_sorted", "DISPATCHES", "Experts", "fine_grained_config",
+           "MoE", "moe_ffn", "set_dispatch", "sort_by_expert", "trace_routing"]

@@ -3,6 +3,8 @@
 `train(model, data, cfg)` is the one loop of the course. It records the loss of every step, evaluates on the
 validation split, saves checkpoints atomically, and resumes an interrupted run exactly where it stopped
 (same batches, same optimizer state, so the same loss curve). The command line lives in cli.py.
+For a model with MoE layers it also adds their balance losses, applies the aux-loss-free bias update and
+records the routing statistics (balance.py; lesson 08).
 Taught in lessons/01_baseline_gpt.ipynb.
 """
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .balance import balance_loss, record_routing, update_router_bias
 from .checkpoint import (
     CheckpointError,
     check_model_config,
@@ -238,10 +241,12 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
                 x, y = get_batch(data.train, cfg.batch_size, cfg.seq_len, generator=gen, device=device)
                 with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
                     loss = lm_loss(model, x, y)
+                    balance = balance_loss(model)  # MoE balance losses of this forward; None for other models
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if balance is None else loss + balance).backward()
                 norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
                 opt.step()
+                update_router_bias(model)  # V3's aux-loss-free bias, from this batch's loads (MoE with γ > 0)
                 # one transfer, which also waits for the device, so the timing below is honest
                 loss_value, norm_value = (loss.item(), 0.0) if norm is None else \
                     torch.stack((loss.detach(), norm.float())).tolist()
@@ -252,6 +257,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
                 history["step"].append(step)
                 history["loss"].append(loss_value)
                 history["lr"].append(opt.param_groups[0]["lr"])
+                record_routing(model, history, balance)  # MoE only: balance loss, loads, MaxVio, dead experts
                 last = step == cfg.steps - 1
                 if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
                     with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():

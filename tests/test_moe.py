@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from minimodels.config import ModelConfig
 from minimodels.ffn import FeedForward
 from minimodels.model import MiniModel
-from minimodels.moe import MoE, fine_grained_config, moe_ffn, plan_slots, set_dispatch
+from minimodels.moe import DISPATCHES, MoE, fine_grained_config, moe_ffn, set_dispatch, sort_by_expert
 
 SMALL = dict(vocab_size=64, dim=16, n_layers=3, n_heads=2, inter_dim=32, max_seq_len=32, ffn="moe",
              n_routed_experts=8, n_activated_experts=3, moe_inter_dim=8, n_shared_experts=1)
@@ -42,7 +42,7 @@ def _layer(variant: str, seed: int = 0) -> MoE:
     return layer
 
 
-@pytest.mark.parametrize("dispatch", ["padded", "loop"])
+@pytest.mark.parametrize("dispatch", DISPATCHES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_sparse_layer_equals_dense_reference_forward_and_gradients(variant, dispatch):
     layer = _layer(variant)
@@ -68,14 +68,12 @@ def test_dense_reference_differs_when_a_token_is_sent_to_the_wrong_expert():
     assert not torch.allclose(layer(x), want, atol=1e-3)
 
 
-def test_plan_slots_puts_each_choice_in_its_experts_rows():
-    indices = torch.tensor([[2, 0], [2, 1], [2, 0]])  # expert 2 is the busiest: capacity 3
-    counts = torch.bincount(indices.flatten(), minlength=3)
-    slot, tok_of_slot, capacity = plan_slots(indices, counts)
-    assert capacity == 3
-    assert (slot // capacity).tolist() == indices.flatten().tolist()  # each choice lands in its expert's block
-    assert sorted(slot.tolist()) == sorted(set(slot.tolist()))  # one choice per slot
-    assert tok_of_slot[slot].tolist() == [0, 0, 1, 1, 2, 2]
+def test_sort_by_expert_groups_the_choices_and_inverts():
+    indices = torch.tensor([[2, 0], [2, 1], [2, 0]])  # pairs a = n·k + j
+    order, row_of = sort_by_expert(indices)
+    assert order.tolist() == [1, 5, 3, 0, 2, 4]  # expert 0's pairs, then expert 1's, then expert 2's
+    assert indices.flatten()[order].tolist() == [0, 0, 1, 2, 2, 2]
+    assert order[row_of].tolist() == list(range(6))  # row_of is the inverse permutation
 
 
 def test_shared_experts_are_unweighted_and_always_on():
@@ -110,6 +108,7 @@ def test_model_trains_a_step_and_the_bias_is_not_a_parameter():
 
 def test_set_dispatch_switches_every_layer_and_rejects_unknown_names():
     model = MiniModel(ModelConfig(**SMALL))
+    assert all(b.ffn.dispatch == "sorted" for b in model.layers[1:])  # the default
     set_dispatch(model, "loop")
     assert all(b.ffn.dispatch == "loop" for b in model.layers[1:])
     with pytest.raises(ValueError, match="dispatch"):

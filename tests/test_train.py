@@ -445,3 +445,60 @@ def test_baseline_model_resumes_an_interrupted_baseline(data, tiny_profile, caps
     _, resumed = baseline_model(tiny_profile, data=fake, device="cpu", progress=False)
     assert "resuming the interrupted baseline at step 3" in capsys.readouterr().err
     assert resumed["loss"] == first["loss"]
+
+
+# --- MoE models: balance losses, the router bias and routing statistics (minimodels/balance.py) ---
+
+MOE_CFG = replace(CFG, n_layers=3, ffn="moe", n_dense_layers=1, n_routed_experts=8, n_activated_experts=2,
+                  moe_inter_dim=16, score_func="sigmoid", route_scale=2.5)
+MOE_RUN = dict(steps=6, batch_size=4, seq_len=16, eval_every=0, eval_batches=1, progress=False)
+
+
+def moe_model(**fields):
+    torch.manual_seed(0)
+    return MiniModel(replace(MOE_CFG, **fields))
+
+
+def test_moe_training_records_balance_loss_and_routing_per_layer(data):
+    model = moe_model(aux_loss_alpha=0.01, bias_update_speed=0.001)
+    history = train(model, data, TrainConfig(**MOE_RUN))
+    steps, tokens = MOE_RUN["steps"], MOE_RUN["batch_size"] * MOE_RUN["seq_len"]
+    assert history["moe_layers"] == [1, 2]
+    assert len(history["balance_loss"]) == steps and all(b > 0 for b in history["balance_loss"])
+    loads = np.array(history["expert_load"])  # (steps, MoE layers, experts)
+    assert loads.shape == (steps, 2, 8) and (loads.sum(-1) == tokens * 2).all()  # every token's k = 2 choices
+    want_vio = loads.max(-1) / loads.mean(-1) - 1
+    np.testing.assert_allclose(history["max_vio"], want_vio, rtol=1e-6)
+    assert history["dead_experts"] == (loads == 0).sum(-1).tolist()
+    assert np.array(history["router_entropy"]).shape == (steps, 2)
+    assert all(0 <= h <= math.log(8) + 1e-6 for row in history["load_entropy"] for h in row)
+    # the bias moved, outside autograd, and the history holds its last value
+    bias = [model.layers[i].ffn.gate.bias.tolist() for i in (1, 2)]
+    assert history["router_bias"][-1] == bias and any(b != 0 for row in bias for b in row)
+
+
+def test_moe_loss_history_is_the_lm_loss_and_the_balance_loss_changes_training(data):
+    with_aux = train(moe_model(aux_loss_alpha=0.1), data, TrainConfig(**MOE_RUN))
+    without = train(moe_model(), data, TrainConfig(**MOE_RUN))
+    assert with_aux["loss"][0] == without["loss"][0]  # same weights and batch: "loss" holds no balance loss
+    assert with_aux["loss"][1:] != without["loss"][1:]  # its gradient did change the weights
+    assert without["balance_loss"] == [0.0] * MOE_RUN["steps"] and "router_bias" not in without
+
+
+def test_dense_training_history_has_no_routing_keys(straight):
+    history, _ = straight
+    assert not {"balance_loss", "expert_load", "max_vio", "moe_layers"} & set(history)
+
+
+def test_interrupted_moe_run_resumes_with_its_router_bias(data, tmp_path):
+    fields = dict(aux_loss_alpha=0.01, bias_update_speed=0.01)
+    want = moe_model(**fields)
+    want_history = train(want, data, TrainConfig(**MOE_RUN))
+    cfg = TrainConfig(**MOE_RUN, checkpoint_path=str(tmp_path / "moe.pt"))
+    with pytest.raises(TrainingInterrupted):
+        train(moe_model(**fields), data, cfg, callback=interrupt_at(2))
+    model = MiniModel(replace(MOE_CFG, **fields))
+    history = train(model, data, cfg, resume=True)
+    assert history["loss"] == want_history["loss"] and history["expert_load"] == want_history["expert_load"]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, want.state_dict()[name]), name
