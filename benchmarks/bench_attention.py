@@ -29,16 +29,17 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import os
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 
 import torch
+from bench_baseline import bench_peak, machine_info, peak_rss_mib, sync, usable_cores, write_atomic
 from torch import Tensor, nn
 
-from bench_baseline import bench_peak, machine_info, peak_rss_mib, sync, usable_cores, write_atomic
 from minimodels import (
     KVCache,
     MiniModel,
@@ -59,6 +60,7 @@ from minimodels.flops import FLOPS_CONVENTION, mfu, training_flops_per_token
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PARTS = ("training", "decode", "target", "serving")
+PREFILL_CHUNK = 512  # prompt positions per prefill pass (chunks are exact: tests/test_attention_variants.py)
 
 
 # --- the variants -------------------------------------------------------------------------------------
@@ -282,6 +284,12 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def with_threads(n: int, fn: Callable, *args):
+    """fn(*args) with n torch threads."""
+    with torch_threads(n):
+        return fn(*args)
+
+
 def fresh_model(cfg: ModelConfig, seed: int, device: torch.device) -> MiniModel:
     torch.manual_seed(seed)  # the same initial weights for the same variant and seed
     return MiniModel(cfg).to(device)
@@ -306,11 +314,16 @@ def prompt_ids(data, length: int, device: torch.device) -> Tensor:
 
 @torch.no_grad()
 def prefill(model: MiniModel, prompt: Tensor, max_len: int) -> tuple[KVCache, Tensor]:
-    """Run the prompt (1, S) through the model into a new cache of max_len positions -> (cache, last logits (1, V))."""
+    """Run the prompt (B, S) through the model into a new cache of max_len positions -> (cache, last logits (B, V)).
+
+    In chunks of PREFILL_CHUNK positions, so a 4k-token context never holds a (B, H, 4k, 4k) score tensor.
+    """
     param = next(model.parameters())
     cache = KVCache(model.cfg, prompt.shape[0], max_len, device=param.device, dtype=param.dtype)
     model.eval()
-    return cache, model(prompt, start_pos=0, cache=cache)[:, -1]
+    for start in range(0, prompt.shape[1], PREFILL_CHUNK):
+        logits = model(prompt[:, start:start + PREFILL_CHUNK], start_pos=start, cache=cache)[:, -1]  # (B, V)
+    return cache, logits
 
 
 def replicate(one: KVCache, batch: int) -> KVCache:
@@ -344,7 +357,7 @@ def time_decode(model: MiniModel, cache: KVCache, logits: Tensor, n_tokens: int)
     return seconds
 
 
-def median_rates(timers: dict[str, callable], tokens: int, repeats: int) -> dict[str, float]:
+def median_rates(timers: dict[str, Callable[[], float]], tokens: int, repeats: int) -> dict[str, float]:
     """tokens/s of each timer (a function returning seconds): one warm-up, then `repeats` rounds, alternating the
     timers inside each round so that a slow moment of a busy machine hits all of them alike; the median."""
     for timer in timers.values():
@@ -412,28 +425,34 @@ def bench_training(profile, data, device: torch.device, plan: Plan, steps: int |
 # --- 2. decode sweep: naive vs absorbed MLA, and MHA ---------------------------------------------------
 
 
+def decode_rates(model: MiniModel, variant: Variant, prompt: Tensor, plan: Plan) -> dict[str, float]:
+    """tokens/s of each decode path of `variant` after `prompt` (1, S), from one shared prefill."""
+    if variant.is_mla:
+        set_attn_impl(model, "naive")  # the same prefill for both paths
+    cache, logits = prefill(model, prompt, prompt.shape[1] + plan.decode_tokens)
+
+    def timer(path: str) -> float:
+        set_path(model, path)
+        return time_decode(model, cache, logits, plan.decode_tokens)
+
+    timers = {path: partial(timer, path) for path in decode_paths(variant)}
+    return median_rates(timers, plan.decode_tokens, plan.repeats)
+
+
 def bench_decode(names: tuple[str, ...], base: ModelConfig, data, plan: Plan, device: torch.device) -> dict:
-    """Decode tokens/s after each context, every path of each variant on the same weights and the same cache."""
+    """Decode tokens/s after each context, every path of each variant on the same weights and the same cache.
+    The weights are random: the speed of a step does not depend on their values."""
     max_len = max(plan.contexts) + plan.decode_tokens
     rows = []
     for name in names:
         variant = VARIANTS[name]
         model = fresh_model(replace(variant.config(base), max_seq_len=max_len), 0, device)
         for ctx in plan.contexts:
-            if variant.is_mla:
-                set_attn_impl(model, "naive")  # the same prefill for both paths
-            cache, logits = prefill(model, prompt_ids(data, ctx, device), ctx + plan.decode_tokens)
-
-            def timer(path: str, cache=cache, logits=logits) -> float:
-                set_path(model, path)
-                return time_decode(model, cache, logits, plan.decode_tokens)
-
-            timers = {path: (lambda path=path: timer(path)) for path in decode_paths(variant)}
-            for path, rate in median_rates(timers, plan.decode_tokens, plan.repeats).items():
-                rows.append({"variant": name, "path": path, "context": ctx, "tokens_per_s": round(rate, 1)})
-            print(f"  {name:>14} context {ctx}: " + ", ".join(
-                f"{r['path']} {r['tokens_per_s']:,.0f}" for r in rows if r["variant"] == name and r["context"] == ctx)
-                + " tokens/s", flush=True)
+            rates = decode_rates(model, variant, prompt_ids(data, ctx, device), plan)
+            rows += [{"variant": name, "path": path, "context": ctx, "tokens_per_s": round(rate, 1)}
+                     for path, rate in rates.items()]
+            print(f"  {name:>14} context {ctx}: "
+                  + ", ".join(f"{path} {rate:,.0f}" for path, rate in rates.items()) + " tokens/s", flush=True)
     crossover = {name: crossover_context([r for r in rows if r["variant"] == name])
                  for name in names if VARIANTS[name].is_mla}
     return {"width": base.dim, "n_layers": base.n_layers, "new_tokens": plan.decode_tokens, "batch": 1,
@@ -448,69 +467,74 @@ def gpt2_config(vocab_size: int, max_seq_len: int) -> ModelConfig:
     return ModelConfig(vocab_size=vocab_size, max_seq_len=max_seq_len, **GPT2_SMALL)
 
 
+def time_generate(model: MiniModel, path: str, prompt: Tensor, n_new: int, outputs: dict) -> float:
+    """Seconds of one greedy generate() on `path`; the tokens are kept in outputs[path] (to compare the paths)."""
+    set_path(model, path)
+    sync(prompt.device)
+    t0 = perf_counter()
+    outputs[path] = generate(model, prompt, n_new, temperature=0.0)
+    sync(prompt.device)
+    return perf_counter() - t0
+
+
 def bench_target(data, plan: Plan, device: torch.device) -> dict:
-    """generate() of target_new_tokens after a short prompt, batch 1: MHA, and MLA's absorbed and naive paths."""
+    """Part 3: generate() of target_new_tokens after a short prompt, batch 1: MHA, and MLA's absorbed and naive
+    paths on the same weights. The weights are random (the speed of a step does not depend on their values)."""
     n_new = plan.target_new_tokens
     base = gpt2_config(data.tokenizer.vocab_size, TARGET_PROMPT + n_new)
-    prompt = prompt_ids(data, TARGET_PROMPT, device)
-    timers, outputs, models, caches = {}, {}, {}, {}
-    for name in TARGET_VARIANTS:
-        variant = VARIANTS[name]
-        models[name] = fresh_model(variant.config(base), 0, device)
-        caches[name] = cache_bytes_per_token(models[name].cfg)
-        for path in decode_paths(variant):
-            def timer(model=models[name], path=path, key=(name, path)) -> float:
-                set_path(model, path)
-                sync(device)
-                t0 = perf_counter()
-                outputs[key] = generate(model, prompt, n_new, temperature=0.0)
-                sync(device)
-                return perf_counter() - t0
-
-            timers[(name, path)] = timer
+    prompt = prompt_ids(data, TARGET_PROMPT, device)  # (1, TARGET_PROMPT)
+    models = {name: fresh_model(VARIANTS[name].config(base), 0, device) for name in TARGET_VARIANTS}
+    caches = {name: cache_bytes_per_token(model.cfg) for name, model in models.items()}
+    outputs = {name: {} for name in TARGET_VARIANTS}
+    timers = {(name, path): partial(time_generate, models[name], path, prompt, n_new, outputs[name])
+              for name in TARGET_VARIANTS for path in decode_paths(VARIANTS[name])}
     rates = median_rates(timers, n_new, plan.repeats)
     mha_rate, mha_bytes = rates[("mha", "cache")], caches["mha"]
     rows = [{"variant": name, "path": path, "cache_bytes_per_token": caches[name],
              "cache_fraction_of_mha": round(caches[name] / mha_bytes, 4), "tokens_per_s": round(rate, 2),
              "vs_mha": round(rate / mha_rate, 3)} for (name, path), rate in rates.items()]
-    same = torch.equal(outputs[(TARGET_MLA, "naive")], outputs[(TARGET_MLA, "absorb")])
+    for row in rows:
+        print(f"  {row['variant']:>14} {row['path']:>6}: {row['tokens_per_s']:,.1f} tokens/s "
+              f"({row['vs_mha']:.2f}x MHA)", flush=True)
+    mla = outputs[TARGET_MLA]
     return {"config": {**GPT2_SMALL, "vocab_size": base.vocab_size, "mla": models[TARGET_MLA].cfg.to_dict()},
             "prompt_tokens": TARGET_PROMPT, "new_tokens": n_new, "batch": 1, "dtype": "float32",
             "threads": torch.get_num_threads(), "repeats": plan.repeats, "weights": "random init (seed 0)",
-            "rows": rows, "naive_and_absorbed_same_tokens": same}
+            "rows": rows, "naive_and_absorbed_same_tokens": torch.equal(mla["naive"], mla["absorb"])}
 
 
 # --- 4. the serving view: a fixed cache budget, the largest batch ----------------------------------------
 
 
+def serve(variant: Variant, base: ModelConfig, prompt: Tensor, plan: Plan, device: torch.device) -> dict:
+    """The largest batch of `variant` whose cache fits the budget, and its decode tokens/s over the whole batch."""
+    model = fresh_model(variant.config(base), 0, device)
+    if variant.is_mla:
+        set_attn_impl(model, "auto")  # naive prefill, absorbed single-token steps
+    per_token = cache_bytes_per_token(model.cfg)
+    max_len = prompt.shape[1] + plan.serve_tokens
+    batch = largest_batch(plan.serve_budget_mib * 2**20, per_token, max_len)
+    one, logits = prefill(model, prompt, max_len)
+    cache = replicate(one, batch)
+    timer = partial(time_decode, model, cache, logits.expand(batch, -1), plan.serve_tokens)  # logits (B, V)
+    rate = median_rates({"all": timer}, batch * plan.serve_tokens, plan.repeats)["all"]
+    return {"variant": variant.name, "cache_bytes_per_token": per_token, "batch": batch,
+            "cache_mib": round(cache.nbytes / 2**20, 1), "tokens_per_s": round(rate, 1),
+            "tokens_per_s_per_sequence": round(rate / batch, 2)}
+
+
 def bench_serving(data, plan: Plan, device: torch.device) -> dict:
-    """Per variant: the largest batch whose cache fits the budget, and decode tokens/s of the whole batch.
+    """Part 4, for each of SERVING_VARIANTS at the GPT-2-sized config.
 
     Every sequence holds the same serve_context-token prompt (prefilled once, copied into each row); MLA decodes
-    with attn_impl="auto", as a server would (naive prefill, absorbed single-token steps).
+    with attn_impl="auto", as a server would.
     """
-    budget = plan.serve_budget_mib * 2**20
-    max_len = plan.serve_context + plan.serve_tokens
-    base = gpt2_config(data.tokenizer.vocab_size, max_len)
+    base = gpt2_config(data.tokenizer.vocab_size, plan.serve_context + plan.serve_tokens)
     prompt = prompt_ids(data, plan.serve_context, device)
     rows = []
     for name in SERVING_VARIANTS:
-        variant = VARIANTS[name]
-        model = fresh_model(variant.config(base), 0, device)
-        if variant.is_mla:
-            set_attn_impl(model, "auto")
-        per_token = cache_bytes_per_token(model.cfg)
-        batch = largest_batch(budget, per_token, max_len)
-        one, logits = prefill(model, prompt, max_len)
-        cache = replicate(one, batch)
-        logits = logits.expand(batch, -1)  # (B, V)
-        rate = median_rates({"all": lambda: time_decode(model, cache, logits, plan.serve_tokens)},
-                            batch * plan.serve_tokens, plan.repeats)["all"]
-        rows.append({"variant": name, "cache_bytes_per_token": per_token, "batch": batch,
-                     "cache_mib": round(cache.nbytes / 2**20, 1), "tokens_per_s": round(rate, 1),
-                     "tokens_per_s_per_sequence": round(rate / batch, 2)})
-        print(f"  {name:>14}: batch {batch}, {rate:,.0f} tokens/s", flush=True)
-        del model, cache, one
+        rows.append(serve(VARIANTS[name], base, prompt, plan, device))
+        print(f"  {name:>14}: batch {rows[-1]['batch']}, {rows[-1]['tokens_per_s']:,.0f} tokens/s", flush=True)
     mha = rows[0]
     for row in rows:
         row["batch_vs_mha"] = round(row["batch"] / mha["batch"], 2)
@@ -566,7 +590,7 @@ def merge_previous(results: dict, path: Path) -> None:
         runs = merge_runs(before["runs"], new["runs"], before["configs"], new["configs"])
         used = {run["variant"] for run in runs}
         configs = {n: c for n, c in {**before["configs"], **new["configs"]}.items() if n in used}
-        results["training"] = {**new, "configs": configs, "runs": runs}
+        results["training"] = {"configs": configs, "runs": runs, "peaks": new["peaks"] or before.get("peaks", [])}
     for part in ("decode", "target", "serving"):
         if part not in results and part in old:
             results[part] = {**old[part], "from_run": old[part].get("from_run", old["date"])}
@@ -623,9 +647,9 @@ def markdown_training(results: dict) -> list[str]:
                    + ", ".join(front) + ".")
     t = results["training"]
     peak = max(p["flops_per_s"] for p in t["peaks"]) if t["peaks"] else None
-    out.append(f"\nGap to MHA: against the MHA with the same heads and steps. MLA trains on its naive path. "
-               f"MFU: training FLOPs per token (minimodels/flops.py) x tokens/s over the fp32 matmul peak measured "
-               f"in the same invocation" + (f" ({peak / 1e9:,.1f} GFLOP/s in the latest one)." if peak else "."))
+    out.append("\nGap to MHA: against the MHA with the same heads and steps. MLA trains on its naive path. "
+               "MFU: training FLOPs per token (minimodels/flops.py) x tokens/s over the fp32 matmul peak measured "
+               "in the same invocation" + (f" ({peak / 1e9:,.1f} GFLOP/s in the latest one)." if peak else "."))
     return out
 
 
@@ -665,9 +689,11 @@ def markdown_serving(s: dict) -> list[str]:
         out.append(f"| {r['variant']} | {r['cache_bytes_per_token']:,} | {r['batch']} | {r['cache_mib']} | "
                    f"{r['tokens_per_s']:,.1f} | {r['tokens_per_s_per_sequence']:,.2f} | {r['batch_vs_mha']:.2f} | "
                    f"{r['throughput_vs_mha']:.2f} |")
-    out.append("\nDeepSeek-V2's 5.76x is its maximum generation throughput against DeepSeek 67B on H800 GPUs; "
-               "here the batch grows as the cache shrinks, and the throughput gain is what that batch buys on "
-               "this machine once the weights are no longer the only memory traffic.")
+    out.append("\nDeepSeek-V2's 5.76x is its maximum generation throughput against DeepSeek 67B (V2 §3.2.3), a dense "
+               "GQA model, with fewer activated parameters and a ~6-bit cache on V2's side (REFERENCE.md §2.6). Here "
+               "every variant gets the same cache memory: a smaller cache per sequence lets the batch grow, and "
+               "one decode step reads the weights once for the whole batch, so throughput grows with the batch "
+               "until the machine's compute, not its memory traffic, limits it.")
     return out
 
 
@@ -680,7 +706,9 @@ def markdown(results: dict) -> str:
         out += markdown_training(results)
     for part, writer in (("decode", markdown_decode), ("target", markdown_target), ("serving", markdown_serving)):
         if part in results:
-            out += markdown_writer_note(results[part], writer)
+            out += writer(results[part])
+            if "from_run" in results[part]:
+                out.append(f"\n(Carried over from the run of {results[part]['from_run']}.)")
     if results["targets"]:
         out += ["", "## Targets (issue 8)", "", "| target | value | wanted | met |", "|---|---|---|---|"]
         out += [f"| {t['name']} | {t['value']} | {t['target']} | {'yes' if t['met'] else 'NO'} |"
@@ -689,13 +717,6 @@ def markdown(results: dict) -> str:
             + ", ".join(f"{k} {v:.0f}" for k, v in results["part_wall_s"].items()) + ".",
             f"FLOPs convention (minimodels/flops.py): {FLOPS_CONVENTION}."]
     return "\n".join(out) + "\n"
-
-
-def markdown_writer_note(section: dict, writer) -> list[str]:
-    lines = writer(section)
-    if "from_run" in section:
-        lines.append(f"\n(Carried over from the run of {section['from_run']}.)")
-    return lines
 
 
 # --- command line -------------------------------------------------------------------------------------
@@ -801,11 +822,6 @@ def main(argv: list[str] | None = None) -> dict:
                      pareto_figure(results["summary"]).to_html(include_plotlyjs="cdn", full_html=True))
     print("\n" + text + f"\nbenchmark took {results['benchmark_wall_s']:.0f} s; wrote {json_path} (.md, .html)")
     return results
-
-
-def with_threads(n: int, fn, *args):
-    with torch_threads(n):
-        return fn(*args)
 
 
 if __name__ == "__main__":

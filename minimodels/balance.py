@@ -8,7 +8,8 @@ scores (the gradient reaches the router weight through P only):
   device's experts, P'_d = SUM of its P_i.
 - communication (V2 Eq. 29-31): f''_d = D/(M T) · #tokens sent to device d (M = n_limited_groups), P''_d = P'_d.
 - V3's sequence-wise loss (V3 Eq. 17-20) is the expert-level loss with sigmoid scores renormalised over all
-  experts, s' = s / Σ_j s_j (softmax scores already sum to 1, so s' = s there).
+  experts, s' = s / Σ_j s_j (softmax scores already sum to 1, so s' = s there). f counts the experts actually
+  chosen (with V3's bias, if any); the paper's indicator names the unbiased top-k, a detail it leaves open.
 T is the tokens of one sequence and the loss is averaged over sequences (`aux_loss_scope="sequence"`, as the
 papers); `"batch"` treats the whole batch as one sequence (the batch-wise variant of V3 §4.5.3).
 The aux-loss-free bias (V3 §2.1.2, Wang et al. 2024): after each optimizer step, b_i ← b_i + γ·sign(c̄ − c_i)

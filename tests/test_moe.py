@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from minimodels.config import ModelConfig
 from minimodels.ffn import FeedForward
 from minimodels.model import MiniModel
-from minimodels.moe import DISPATCHES, MoE, fine_grained_config, moe_ffn, set_dispatch, sort_by_expert
+from minimodels.moe import DISPATCHES, MoE, fine_grained_config, moe_ffn, set_dispatch, sort_by_expert, trace_routing
 
 SMALL = dict(vocab_size=64, dim=16, n_layers=3, n_heads=2, inter_dim=32, max_seq_len=32, ffn="moe",
              n_routed_experts=8, n_activated_experts=3, moe_inter_dim=8, n_shared_experts=1)
@@ -150,3 +150,20 @@ def test_config_round_trips_with_moe_fields(tmp_path):
     cfg = ModelConfig(**SMALL, score_func="sigmoid", route_scale=2.5, bias_update_speed=1e-3)
     cfg.save(tmp_path / "c.json")
     assert ModelConfig.load(tmp_path / "c.json") == cfg
+
+
+def test_trace_routing_reports_each_layers_choices_in_eval_mode():
+    torch.manual_seed(0)
+    model = MiniModel(ModelConfig(**SMALL)).train()
+    tokens = torch.randint(0, 64, (2, 5))
+    trace = trace_routing(model, tokens)
+    assert list(trace) == [1, 2] and model.training  # MoE layers only; the mode is restored
+    layer = trace[1]
+    assert layer["indices"].shape == layer["weights"].shape == (2, 5, 3) and layer["scores"].shape == (2, 5, 8)
+    with torch.no_grad():  # layer 1's FFN input, step by step
+        block, freqs = model.layers[1], model.freqs[:5]
+        x = model.layers[0](model.embed(tokens), freqs)
+        x = x + block.attn(block.attn_norm(x), freqs, 0, None)
+        weights, indices, _ = block.ffn.gate(block.ffn_norm(x).reshape(10, -1))
+    torch.testing.assert_close(layer["indices"].reshape(10, -1), indices)
+    torch.testing.assert_close(layer["weights"].reshape(10, -1), weights)

@@ -31,6 +31,9 @@ from .lesson02 import (
     check_kv_bytes_per_token,
     check_rope_at,
 )
+from .lesson03 import GQA_BYTES, GROUPED_ATTENTION, check_gqa_cache_bytes, check_grouped_attention
+from .lesson04 import LATENT, MLA_BYTES, check_mla_cache_bytes, check_mla_latent
+from .lesson05 import ABSORBED_SCORES, DECOUPLED_ROPE, check_absorbed_scores, check_decoupled_rope
 
 # every exercise of the course, by its check function's name (tests run the engine's rules over all of them)
 EXERCISES: dict[str, Exercise] = {
@@ -41,6 +44,12 @@ EXERCISES: dict[str, Exercise] = {
     "check_cache_write": CACHE_WRITE,
     "check_cached_attention": CACHED_ATTENTION,
     "check_rope_at": ROPE_AT,
+    "check_grouped_attention": GROUPED_ATTENTION,
+    "check_gqa_cache_bytes": GQA_BYTES,
+    "check_mla_latent": LATENT,
+    "check_mla_cache_bytes": MLA_BYTES,
+    "check_decoupled_rope": DECOUPLED_ROPE,
+    "check_absorbed_scores": ABSORBED_SCORES,
 }
 
 __all__ = [
@@ -48,4 +57,7 @@ __all__ = [
     "RMS_NORM", "ROPE_AT", "SPLIT_HEADS", "Case", "CheckResult", "Exercise", "Mistake", "build_cases",
     "check_cache_write", "check_cached_attention", "check_causal_attention", "check_kv_bytes_per_token",
     "check_mode", "check_rms_norm", "check_rope_at", "check_split_heads", "run_check", "vary",
+    "GQA_BYTES", "GROUPED_ATTENTION", "check_gqa_cache_bytes", "check_grouped_attention",  # lesson 03
+    "LATENT", "MLA_BYTES", "check_mla_cache_bytes", "check_mla_latent",  # lesson 04
+    "ABSORBED_SCORES", "DECOUPLED_ROPE", "check_absorbed_scores", "check_decoupled_rope",  # lesson 05
 ]

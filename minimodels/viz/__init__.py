@@ -9,7 +9,10 @@ without one, leave a note that says to run their cell (common.py).
 - loss.py       loss curves and the live loss plot of train(plot=True)        (lesson 01)
 - attention.py  attention heatmaps, previous-token share, RoPE score by distance (lesson 01)
 - kv.py         KV-cache bytes per token and the KV-cache calculator         (lessons 00, 02)
+- kv_explorer.py  the KV-cache explorer: every attention variant, real configs  (lessons 03-05)
 - speed.py      decoding speed and the roofline of prefill vs decode          (lesson 02)
+- diagrams.py   what MHA, GQA and MLA compute and cache, drawn from a config  (lesson 04; 03, 05)
+- cache_growth.py  the KV cache growing while MHA and MLA generate, live      (lesson 05)
 Later dashboards (a KV explorer, expert routing) get a module of their own here.
 """
 
@@ -20,7 +23,9 @@ from .attention import (
     rope_distance_figure,
     rope_scores_by_distance,
 )
+from .cache_growth import CacheGrowth, cache_growth_figure, watch_cache_growth
 from .common import byte_unit, in_unit, log_axis, log_ticks
+from .diagrams import attention_diagram, cache_caption, diagram_boxes, variant_configs
 from .kv import (
     COURSE_MODEL,
     CUSTOM,
@@ -32,12 +37,16 @@ from .kv import (
     kv_bytes_chart,
     kv_cache_calculator,
 )
+from .kv_explorer import KVCacheExplorer, kv_cache_explorer
 from .loss import LOSS_AXES, LiveLossPlot, loss_curve_figure
 from .speed import attainable, decode_speed_figure, roofline_figure
 
 __all__ = [
     "attainable", "attention_heatmap", "byte_unit", "COURSE_MODEL", "CUSTOM", "decode_speed_figure",
     "even_previous_share", "HIGHLIGHT", "in_unit", "kv_bytes_chart", "kv_cache_calculator", "KVCacheCalculator",
+    "kv_cache_explorer", "KVCacheExplorer",
     "LiveLossPlot", "log_axis", "log_ticks", "LOSS_AXES", "loss_curve_figure", "MUTED", "previous_token_share",
     "roofline_figure", "rope_distance_figure", "rope_scores_by_distance", "RUN_NAMES", "SHAPE_NAMES",
+    "CacheGrowth", "cache_growth_figure", "watch_cache_growth",  # lesson 05
+    "attention_diagram", "cache_caption", "diagram_boxes", "variant_configs",  # lesson 04 (diagrams.py)
 ]

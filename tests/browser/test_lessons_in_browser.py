@@ -162,6 +162,8 @@ DRIVERS = {"kv-calculator": drive_kv_calculator}
 @pytest.mark.parametrize("lesson", sorted(LESSONS))
 def test_lesson_runs_and_its_widgets_render(lesson, lab, browser, screenshots):
     spec = LESSONS[lesson]
+    for old in screenshots.glob(f"{Path(lesson).stem}-*.png"):  # a figure removed since must not linger
+        old.unlink()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     try:
