@@ -26,7 +26,6 @@ See benchmarks/README.md for the options and how long each part takes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import statistics
@@ -273,21 +272,14 @@ def summarize(runs: list[dict], configs: dict[str, dict], mha_bytes: int) -> lis
 # --- measuring tools ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with n torch threads, then restore the previous number."""
+def with_threads(n: int, fn: Callable, *args):
+    """fn(*args) with n torch threads, then the previous number again."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        yield
+        return fn(*args)
     finally:
         torch.set_num_threads(before)
-
-
-def with_threads(n: int, fn: Callable, *args):
-    """fn(*args) with n torch threads."""
-    with torch_threads(n):
-        return fn(*args)
 
 
 def fresh_model(cfg: ModelConfig, seed: int, device: torch.device) -> MiniModel:
@@ -663,8 +655,8 @@ def markdown_decode(d: dict) -> list[str]:
         out.append(f"| {variant} | {path} | " + " | ".join(f"{rate[(variant, path, c)]:,.0f}" for c in contexts)
                    + " |")
     for name, ctx in d["absorbed_at_least_naive_from"].items():
-        out.append(f"\n{name}: absorbed >= naive from context " + (f"{ctx} on." if ctx else "- (never, up to "
-                                                                     f"{contexts[-1]})."))
+        found = f"context {ctx} on" if ctx is not None else f"no context up to {contexts[-1]} (slower at the longest)"
+        out.append(f"\n{name}: absorbed >= naive from {found}.")
     return out
 
 

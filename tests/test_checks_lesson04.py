@@ -1,0 +1,84 @@
+"""Tests of minimodels/checks/lesson04.py: the MLA latent path and MLA cache bytes per token.
+
+Right and wrong answers live in tests/wrong_answers_lesson04.py (plain torch, written from scratch). The engine's
+own rules (every size varies, every mistake can be named) run over these exercises in tests/test_checks_engine.py.
+"""
+
+import pytest
+import torch
+import wrong_answers_lesson04 as wa4
+
+from minimodels import checks
+from minimodels.checks import EXERCISES, LATENT, MLA_BYTES
+
+
+@pytest.fixture(autouse=True)
+def student_mode(monkeypatch):
+    monkeypatch.delenv(checks.MODE_ENV, raising=False)
+
+
+@pytest.mark.parametrize("name, fn", list(wa4.RIGHT.items()), ids=list(wa4.RIGHT))
+def test_right_answers_pass(name, fn, capsys):
+    result = getattr(checks, name)(fn)
+    assert result.passed, result.message
+    assert capsys.readouterr().out == result.message + "\n"
+
+
+@pytest.mark.parametrize("name, fn", [v[:2] for v in wa4.RIGHT_VARIANTS], ids=[v[2] for v in wa4.RIGHT_VARIANTS])
+def test_right_answers_written_other_ways_pass(name, fn):
+    result = getattr(checks, name)(fn)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize("name, fn, words", [n[:3] for n in wa4.NAMED], ids=[n[3] for n in wa4.NAMED])
+def test_classic_mistakes_are_named(name, fn, words):
+    result = getattr(checks, name)(fn)
+    assert result.status == "failed" and result.message.startswith("❌")
+    assert words in result.message, result.message
+
+
+@pytest.mark.parametrize("name, fn, words", [n[:3] for n in wa4.UNNAMED], ids=[n[3] for n in wa4.UNNAMED])
+def test_other_wrong_answers_fail_with_what_differs(name, fn, words):
+    result = getattr(checks, name)(fn)
+    assert result.status == "failed" and words in result.message, result.message
+
+
+@pytest.mark.parametrize("name", wa4.RIGHT)
+def test_stubs_say_not_implemented_and_crashes_are_reported(name):
+    def stub(*args):
+        raise NotImplementedError("Exercise 4.1: not implemented yet")
+
+    assert getattr(checks, name)(stub).status == "not implemented"
+    crashed = getattr(checks, name)(lambda *a: 1 / 0)
+    assert crashed.status == "failed" and "ZeroDivisionError" in crashed.message
+
+
+def test_both_exercises_are_registered_for_the_engine_tests():
+    assert EXERCISES["check_mla_latent"] is LATENT and EXERCISES["check_mla_cache_bytes"] is MLA_BYTES
+
+
+def test_the_latent_cases_can_tell_the_mistakes_apart():
+    """Several heads with K != V (global split, keys first), a trained gain, large eps (eps ignored), R > 0."""
+    cases = LATENT.cases
+    assert any(c.args[4] > 1 and c.args[5] != c.args[3].shape[0] // c.args[4] - c.args[5] for c in cases)
+    assert any(not torch.allclose(c.args[2], torch.ones_like(c.args[2])) for c in cases)
+    assert any(isinstance(c.args[-1], float) and c.args[-1] > 0.1 for c in cases if len(c.args) == 7)
+    assert all(c.args[1].shape[0] > c.args[2].shape[0] for c in cases)  # every case has a rope part
+
+
+def test_the_byte_cases_include_deepseek_v2_and_the_low_rank_variant():
+    cfgs = [c.args[0] for c in MLA_BYTES.cases]
+    assert any(c.n_layers == 60 and c.kv_lora_rank == 512 and c.qk_rope_head_dim == 64 for c in cfgs)
+    assert {c.attn for c in cfgs} == {"mla", "mla_lowrank"}
+    v2 = next(c for c in MLA_BYTES.cases if c.args[0].n_layers == 60)
+    assert MLA_BYTES.reference(*v2.args) == 60 * 576 * 2  # REFERENCE.md §2.6: 34,560 elements, bf16
+
+
+def test_solution_and_exercise_modes(monkeypatch):
+    monkeypatch.setenv(checks.MODE_ENV, "solution")
+    assert checks.check_mla_latent(wa4.latent).passed
+    with pytest.raises(AssertionError, match="solution check failed"):
+        checks.check_mla_cache_bytes(wa4.mla_bytes_expanded)
+    monkeypatch.setenv(checks.MODE_ENV, "exercise")
+    with pytest.raises(AssertionError, match="leaked"):
+        checks.check_mla_cache_bytes(wa4.mla_bytes)
