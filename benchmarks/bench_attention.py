@@ -635,7 +635,7 @@ def markdown_training(results: dict) -> list[str]:
     for steps in by_steps:
         rows = [r for r in results["summary"] if r["steps"] == steps]
         front = pareto_front([(r["variant"], r["cache_bytes_per_token"], r["val_loss_mean"]) for r in rows])
-        out.append(f"\nPareto front at {steps} steps (less cache and lower loss than every variant off it): "
+        out.append(f"\nPareto front at {steps} steps (no other variant has both less cache and a lower loss): "
                    + ", ".join(front) + ".")
     t = results["training"]
     peak = max(p["flops_per_s"] for p in t["peaks"]) if t["peaks"] else None
@@ -655,8 +655,8 @@ def markdown_decode(d: dict) -> list[str]:
         out.append(f"| {variant} | {path} | " + " | ".join(f"{rate[(variant, path, c)]:,.0f}" for c in contexts)
                    + " |")
     for name, ctx in d["absorbed_at_least_naive_from"].items():
-        found = f"context {ctx} on" if ctx is not None else f"no context up to {contexts[-1]} (slower at the longest)"
-        out.append(f"\n{name}: absorbed >= naive from {found}.")
+        out.append(f"\n{name}: absorbed >= naive from context {ctx} on." if ctx is not None else
+                   f"\n{name}: absorbed is slower than naive at the longest context measured ({contexts[-1]}).")
     return out
 
 
@@ -745,16 +745,24 @@ def make_plan(args: argparse.Namespace, profile_name: str) -> Plan:
     plan = PLANS[profile_name]
     if args.quick:
         plan = replace(plan, **QUICK)
-    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+
+    def ints(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(","))
+        except ValueError:
+            raise SystemExit(f"{text!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
+
     overrides = {
         "seeds": args.seeds and ints(args.seeds), "contexts": args.contexts and ints(args.contexts),
         "variants": args.variants and parse_names(args.variants, VARIANTS, "variants"),
         "decode_variants": args.decode_variants and parse_names(args.decode_variants, VARIANTS, "decode-variants"),
         "repeats": args.repeats, "target_new_tokens": args.target_tokens,
         "serve_budget_mib": args.serve_budget_mib, "serve_context": args.serve_context}
-    plan = replace(plan, **{k: v for k, v in overrides.items() if v})
-    if plan.repeats < 1 or min(plan.contexts) < 1 or (args.steps is not None and args.steps < 1):
-        raise SystemExit("need --repeats >= 1, contexts >= 1 and --steps >= 1")
+    plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    numbers = (plan.repeats, *plan.contexts, plan.target_new_tokens, plan.serve_budget_mib, plan.serve_context)
+    if min(numbers) < 1 or not plan.seeds or (args.steps is not None and args.steps < 1):
+        raise SystemExit("need --repeats, --contexts, --target-tokens, --serve-budget-mib, --serve-context and "
+                         "--steps >= 1, and at least one seed")
     return plan
 
 

@@ -173,3 +173,12 @@ def test_pareto_figure_has_a_trace_per_family_and_the_front():
 def test_kv_cache_bytes_are_read_from_the_tensors():
     cfg = ba.VARIANTS["mqa"].config(TINY)
     assert ba.cache_bytes_per_token(cfg) == KVCache(cfg, 2, 7).nbytes // 14 == 2 * 1 * 8 * 2 * 4
+
+
+def test_make_plan_applies_quick_then_the_options_and_refuses_nonsense():
+    plan = ba.make_plan(ba.parse_args(["--profile", "smoke", "--quick", "--seeds", "3,4"]), "smoke")
+    assert plan.seeds == (3, 4) and plan.variants == ba.QUICK_VARIANTS and plan.target_new_tokens == 32
+    assert ba.make_plan(ba.parse_args([]), "cpu").target_new_tokens == 512  # the target
+    for bad in (["--repeats", "0"], ["--seeds", "0,x"], ["--contexts", "64,0"], ["--variants", "gqa9"]):
+        with pytest.raises(SystemExit):
+            ba.make_plan(ba.parse_args(bad), "cpu")

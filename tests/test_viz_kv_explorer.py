@@ -170,3 +170,18 @@ def test_displays_a_run_this_cell_note_that_the_live_widget_hides(monkeypatch):
 
 def test_measured_bytes_read_the_tensors():
     assert kvx.measured_bytes_per_token(TINY, "bfloat16") == KVCache(TINY, 1, 1, dtype=torch.bfloat16).bytes_per_token
+
+
+def test_cache_loss_figure_puts_each_variant_at_its_cache_and_loss():
+    points = {"MHA": {"cache_bytes_per_token": 4096, "val_loss": 4.0},
+              "MQA": {"cache_bytes_per_token": 1024, "val_loss": 4.2, "val_loss_std": 0.01}}
+    fig = kvx.cache_loss_figure(points)
+    (trace,) = fig.data
+    assert list(trace.x) == [4096, 1024] and list(trace.y) == [4.0, 4.2] and list(trace.text) == ["MHA", "MQA"]
+    assert list(trace.error_y.array) == [0.0, 0.01] and trace.error_y.visible
+    assert "bytes" in fig.layout.xaxis.title.text and "validation loss" in fig.layout.yaxis.title.text
+    assert not kvx.cache_loss_figure({"MHA": points["MHA"]}).data[0].error_y.visible
+    with pytest.raises(ValueError, match="val_loss"):
+        kvx.cache_loss_figure({"MHA": {"cache_bytes_per_token": 1}})
+    with pytest.raises(ValueError, match="at least one"):
+        kvx.cache_loss_figure({})

@@ -35,7 +35,8 @@ def _rms(x: Tensor, eps: float) -> Tensor:
 
 def _latent_ref(x: Tensor, wkv_a: Tensor, kv_norm_weight: Tensor, wkv_b: Tensor, n_heads: int,
                 qk_nope_head_dim: int, eps: float = NORM_EPS) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """x (B, T, D) -> c_kv (B, T, C) normalised, k_pe (B, T, R) (not rotated yet), k_nope (B, T, H, K), v (B, T, H, V)."""
+    """x (B, T, D) -> c_kv (B, T, C) normalised, k_pe (B, T, R) (not rotated yet), k_nope (B, T, H, K),
+    v (B, T, H, V)."""
     c = kv_norm_weight.shape[0]
     c_kv, k_pe = F.linear(x, wkv_a).split([c, wkv_a.shape[0] - c], dim=-1)  # (B, T, C), (B, T, R)
     c_kv = _rms(c_kv, eps) * kv_norm_weight  # kv_norm on the C latent channels only

@@ -37,14 +37,14 @@ from .kv import (
     kv_bytes_chart,
     kv_cache_calculator,
 )
-from .kv_explorer import KVCacheExplorer, kv_cache_explorer
+from .kv_explorer import KVCacheExplorer, cache_loss_figure, kv_cache_explorer
 from .loss import LOSS_AXES, LiveLossPlot, loss_curve_figure
 from .speed import attainable, decode_speed_figure, roofline_figure
 
 __all__ = [
     "attainable", "attention_heatmap", "byte_unit", "COURSE_MODEL", "CUSTOM", "decode_speed_figure",
     "even_previous_share", "HIGHLIGHT", "in_unit", "kv_bytes_chart", "kv_cache_calculator", "KVCacheCalculator",
-    "kv_cache_explorer", "KVCacheExplorer",
+    "cache_loss_figure", "kv_cache_explorer", "KVCacheExplorer",  # lesson 03 (kv_explorer.py)
     "LiveLossPlot", "log_axis", "log_ticks", "LOSS_AXES", "loss_curve_figure", "MUTED", "previous_token_share",
     "roofline_figure", "rope_distance_figure", "rope_scores_by_distance", "RUN_NAMES", "SHAPE_NAMES",
     "CacheGrowth", "cache_growth_figure", "watch_cache_growth",  # lesson 05

@@ -5,7 +5,8 @@ The lesson 02 calculator sizes MHA/GQA caches; the explorer adds the variant, th
 (kv_lora_rank) and rope width, and a serving question: how many sequences of L tokens fit in N GB of cache.
 Every number comes from minimodels.kv_cache (kv_cache_report, the formula of cache_spec); for the course's
 models the readout also shows the bytes read from allocated KVCache tensors. Needs a running kernel: displayed,
-it leaves a "run this cell" note for a notebook reopened without one (viz/common.py).
+it leaves a "run this cell" note for a notebook reopened without one (viz/common.py). `cache_loss_figure` draws
+the other side of the trade-off: validation loss against cache bytes per token of trained variants.
 Taught in lessons/03_gqa.ipynb (and reused by 04_mla.ipynb and 05_rope_absorption.ipynb).
 """
 
@@ -302,3 +303,28 @@ def kv_cache_explorer(model_cfg: ModelConfig | None = None, *, measured_dtype: s
             presets[name] = config_shape(cfg)
             measured[name] = (measured_bytes_per_token(cfg, measured_dtype), measured_dtype)
     return KVCacheExplorer(presets, measured=measured)
+
+
+def cache_loss_figure(points: dict[str, dict], *, title: str = "Cache vs loss: what sharing K/V heads costs",
+                      dtype: str = "float32") -> go.Figure:
+    """Validation loss against KV-cache bytes per token, one labelled marker per variant (lesson 03's trade-off).
+
+    points: {name: {"cache_bytes_per_token": int, "val_loss": float, optional "val_loss_std": float}}, e.g. from
+    live training runs or a benchmark's saved summary. The std, where given, is drawn as an error bar.
+    """
+    if not points:
+        raise ValueError("cache_loss_figure needs at least one point")
+    missing = [n for n, p in points.items() if not {"cache_bytes_per_token", "val_loss"} <= set(p)]
+    if missing:
+        raise ValueError(f"points {missing} need 'cache_bytes_per_token' and 'val_loss'")
+    names = list(points)
+    stds = [points[n].get("val_loss_std") for n in names]
+    marker = go.Scatter(
+        x=[points[n]["cache_bytes_per_token"] for n in names], y=[points[n]["val_loss"] for n in names],
+        text=names, mode="markers+text", textposition="top center", marker=dict(size=12, color=HIGHLIGHT),
+        error_y=dict(type="data", array=[s or 0.0 for s in stds], visible=any(s for s in stds)),
+        hovertemplate="%{text}: %{x:,} bytes/token, loss %{y:.3f}<extra></extra>")
+    return go.Figure(marker, layout=dict(
+        title=title, template="plotly_white", height=420,
+        xaxis=dict(title=f"KV cache per token (bytes, {dtype})", tickformat=",", rangemode="tozero"),
+        yaxis=dict(title="validation loss (nats, lower is better)")))
