@@ -9,7 +9,10 @@ import torch
 import wrong_answers_lesson04 as wa4
 
 from minimodels import checks
-from minimodels.checks import EXERCISES, LATENT, MLA_BYTES
+from minimodels.checks import EXERCISES, LATENT, MLA_BYTES, QUERIES
+from minimodels.config import TINY, replace
+from minimodels.mla import MultiHeadLatentAttention
+from minimodels.rope import apply_rope, rope_frequencies
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +56,32 @@ def test_stubs_say_not_implemented_and_crashes_are_reported(name):
     assert crashed.status == "failed" and "ZeroDivisionError" in crashed.message
 
 
-def test_both_exercises_are_registered_for_the_engine_tests():
+def test_every_exercise_is_registered_for_the_engine_tests():
     assert EXERCISES["check_mla_latent"] is LATENT and EXERCISES["check_mla_cache_bytes"] is MLA_BYTES
+    assert EXERCISES["check_mla_queries"] is QUERIES
+
+
+def test_the_references_agree_with_the_package_module():
+    """The latent and query references compute what MultiHeadLatentAttention computes (before rotating)."""
+    cfg = replace(TINY, attn="mla", q_lora_rank=24, v_head_dim=20)
+    torch.manual_seed(0)
+    layer = MultiHeadLatentAttention(cfg)
+    with torch.no_grad():
+        layer.kv_norm.weight.uniform_(0.5, 1.5)
+        layer.q_norm.weight.uniform_(0.5, 1.5)
+        x, freqs = torch.randn(2, 5, cfg.dim), rope_frequencies(cfg.qk_rope_head_dim, 5)
+        c_kv, k_pe, k_nope, v = LATENT.reference(x, layer.wkv_a.weight, layer.kv_norm.weight, layer.wkv_b.weight,
+                                                 cfg.n_heads, cfg.qk_nope_head_dim, cfg.norm_eps)
+        want_c, want_pe = layer.latent(x, freqs)
+        assert torch.allclose(c_kv, want_c, atol=1e-6)
+        assert torch.allclose(apply_rope(k_pe[:, :, None], freqs)[:, :, 0], want_pe, atol=1e-6)
+        kv = layer.wkv_b(want_c).view(2, 5, cfg.n_heads, -1)
+        assert torch.allclose(torch.cat([k_nope, v], -1), kv, atol=1e-6) and v.shape[-1] == 20
+        q_nope, q_pe = QUERIES.reference(x, layer.wq_a.weight, layer.q_norm.weight, layer.wq_b.weight, cfg.n_heads,
+                                         cfg.qk_nope_head_dim, cfg.norm_eps)
+        want_nope, want_q_pe = layer.queries(x, freqs)
+        assert torch.allclose(q_nope, want_nope, atol=1e-6)
+        assert torch.allclose(apply_rope(q_pe, freqs), want_q_pe, atol=1e-6)
 
 
 def test_the_latent_cases_can_tell_the_mistakes_apart():

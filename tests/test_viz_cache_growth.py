@@ -113,3 +113,21 @@ def test_outside_a_kernel_nothing_is_displayed(monkeypatch):
     monkeypatch.setattr(cache_growth, "display", fake_display(log))
     growth = watch_cache_growth(models(), torch.tensor([[1]]), 2)
     assert log == [] and type(growth.figure) is go.Figure
+
+
+def test_each_model_is_left_in_the_mode_it_came_in():
+    ms = models()
+    ms["MHA"].train()
+    watch_cache_growth(ms, torch.tensor([[1]]), 2)
+    assert ms["MHA"].training and not ms["MLA"].training
+
+
+def test_a_broken_live_chart_never_stops_the_generation(monkeypatch):
+    monkeypatch.setattr(common, "_in_kernel", lambda: True)
+    monkeypatch.setattr(common, "display", fake_display([]))
+
+    def broken(self):
+        raise RuntimeError("the front-end went away")
+    monkeypatch.setattr(go.FigureWidget, "batch_update", broken)
+    growth = watch_cache_growth(models(), torch.tensor([[1]]), 3)
+    assert len(growth.lengths["MLA"]) == 4 and type(growth.figure) is go.Figure

@@ -58,7 +58,7 @@ def test_projection_widths_follow_the_config():
     fig = attention_diagram(cfg)
     assert "128→C+R = 40+12" in texts(fig, "wkv_a")[0]
     assert "40→4·(24+20)" in texts(fig, "wkv_b")[0]
-    assert "1/√36" in texts(fig, "attn")[0]  # softmax scale 1/sqrt(K + R), as the module uses
+    assert "/ √36" in texts(fig, "attn")[0] and "RoPE(q_pe)" in texts(fig, "attn")[0]  # scale 1/sqrt(K + R)
     gqa = attention_diagram(replace(TINY, attn="gqa", n_kv_heads=2))
     assert "128→64" in texts(gqa, "wk")[0] and "×2" in texts(gqa, "repeat")[0]
     assert not texts(attention_diagram(TINY), "repeat")  # MHA repeats nothing

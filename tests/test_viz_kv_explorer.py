@@ -92,7 +92,7 @@ def test_shape_edits_make_it_custom_and_the_numbers_come_from_kv_cache_report():
 def test_table_shows_every_preset_side_by_side_and_changes_with_the_context():
     w = kv_cache_explorer()
     for name in w.presets:
-        assert f"<td>{name}</td>" in w.table.value
+        assert f">{name}</td>" in w.table.value
     w.controls["context"].value = 32_768
     assert "1 × 32,768 tokens" in w.table.value and "16.00 GiB" in w.table.value  # Llama-2-7B at 32k
     assert w.rows["Llama-2-7B"]["fits"] == 80 * 10**9 // (16 * 2**30)

@@ -1,4 +1,4 @@
-"""Right and wrong answers to lesson 04's exercises (the MLA latent path, MLA cache bytes), written as a learner might.
+"""Right and wrong answers to lesson 04's exercises (latent path, cache bytes, query path), as learners write them.
 
 Plain torch from scratch, never the package function the checker compares with (as tests/wrong_answers.py). The
 keyword arguments of `latent` switch one mistake on at a time; NAMED pairs each classic mistake of REFERENCE.md
@@ -105,12 +105,44 @@ def mla_bytes_float(cfg, bytes_per_element):  # right number, but a float
     return mla_bytes(cfg, bytes_per_element) / 1
 
 
-RIGHT = {"check_mla_latent": latent, "check_mla_cache_bytes": mla_bytes}
+def queries(x, wq_a, q_norm_weight, wq_b, n_heads, qk_nope_head_dim, eps=1e-6, *, split="per head", norm=True,
+            fixed_eps=None):
+    """The compressed query path wq_a -> q_norm -> wq_b; keyword arguments build the wrong variants."""
+    eps = eps if fixed_eps is None else fixed_eps
+    c_q = x @ wq_a.T  # (B, T, L)
+    if norm:
+        c_q = rms(c_q, eps) * q_norm_weight
+    q = c_q @ wq_b.T  # (B, T, H·(K+R))
+    b, t, _ = x.shape
+    k = qk_nope_head_dim
+    if split == "global":
+        return q[..., :n_heads * k].reshape(b, t, n_heads, k), q[..., n_heads * k:].reshape(b, t, n_heads, -1)
+    q = q.reshape(b, t, n_heads, -1)
+    return q[..., :k], q[..., k:]
+
+
+def queries_split_the_weight(x, wq_a, q_norm_weight, wq_b, n_heads, qk_nope_head_dim, eps=1e-6):
+    """Right, another way: split wq_b's rows per head first, then two einsums."""
+    c_q = torch.nn.functional.rms_norm(x @ wq_a.T, (wq_a.shape[0],), q_norm_weight, eps)
+    w = wq_b.view(n_heads, -1, wq_b.shape[-1])  # (H, K+R, L)
+    return (torch.einsum("btl,hkl->bthk", c_q, w[:, :qk_nope_head_dim]),
+            torch.einsum("btl,hrl->bthr", c_q, w[:, qk_nope_head_dim:]))
+
+
+def queries_norm_after(x, wq_a, q_norm_weight, wq_b, n_heads, qk_nope_head_dim, eps=1e-6):
+    """q_norm (without its gain, which is L wide) applied to the up-projected query instead of the latent."""
+    b, t, _ = x.shape
+    q = rms(x @ wq_a.T @ wq_b.T, eps).reshape(b, t, n_heads, -1)
+    return q[..., :qk_nope_head_dim], q[..., qk_nope_head_dim:]
+
+
+RIGHT = {"check_mla_latent": latent, "check_mla_cache_bytes": mla_bytes, "check_mla_queries": queries}
 
 RIGHT_VARIANTS = [
     ("check_mla_latent", latent_per_head_weights, "latent-split-the-weight"),
     ("check_mla_latent", latent_with_rmsnorm_module, "latent-functional-rms-norm"),
     ("check_mla_cache_bytes", mla_bytes_from_tensors, "bytes-from-kvcache"),
+    ("check_mla_queries", queries_split_the_weight, "queries-split-the-weight"),
 ]
 
 # (check name, learner function, words the message must contain, test id)
@@ -134,6 +166,9 @@ NAMED = [
     ("check_mla_cache_bytes", mla_bytes_always_rope, "caches only the latent", "bytes-lowrank-rope"),
     ("check_mla_cache_bytes", mla_bytes_rope_per_head, "ONE R-wide key", "bytes-rope-per-head"),
     ("check_mla_cache_bytes", mla_bytes_twice, "not cached twice", "bytes-twice"),
+    ("check_mla_queries", lambda *a: queries(*a, split="global"), "split globally", "queries-global-split"),
+    ("check_mla_queries", lambda *a: queries(*a, norm=False), "not normalised", "queries-no-q-norm"),
+    ("check_mla_queries", lambda *a: queries(*a, fixed_eps=1e-5), "`eps` argument is ignored", "queries-eps-fixed"),
 ]
 
 # wrong answers no named mistake explains: the generic message must still say what differs
@@ -141,4 +176,5 @@ UNNAMED = [
     ("check_mla_latent", lambda *a: latent(*a, split="heads last"), "wrong values", "latent-heads-last"),
     ("check_mla_latent", lambda *a: latent(*a, eps_outside=True), "wrong on", "latent-eps-outside-sqrt"),
     ("check_mla_cache_bytes", mla_bytes_float, "a float", "bytes-float"),
+    ("check_mla_queries", queries_norm_after, "wrong values", "queries-norm-after-up-projection"),
 ]

@@ -32,7 +32,7 @@ from .lesson02 import (
     check_rope_at,
 )
 from .lesson03 import GQA_BYTES, GROUPED_ATTENTION, check_gqa_cache_bytes, check_grouped_attention
-from .lesson04 import LATENT, MLA_BYTES, check_mla_cache_bytes, check_mla_latent
+from .lesson04 import LATENT, MLA_BYTES, QUERIES, check_mla_cache_bytes, check_mla_latent, check_mla_queries
 from .lesson05 import ABSORBED_SCORES, DECOUPLED_ROPE, check_absorbed_scores, check_decoupled_rope
 
 # every exercise of the course, by its check function's name (tests run the engine's rules over all of them)
@@ -48,6 +48,7 @@ EXERCISES: dict[str, Exercise] = {
     "check_gqa_cache_bytes": GQA_BYTES,
     "check_mla_latent": LATENT,
     "check_mla_cache_bytes": MLA_BYTES,
+    "check_mla_queries": QUERIES,
     "check_decoupled_rope": DECOUPLED_ROPE,
     "check_absorbed_scores": ABSORBED_SCORES,
 }
@@ -58,6 +59,6 @@ __all__ = [
     "check_cache_write", "check_cached_attention", "check_causal_attention", "check_kv_bytes_per_token",
     "check_mode", "check_rms_norm", "check_rope_at", "check_split_heads", "run_check", "vary",
     "GQA_BYTES", "GROUPED_ATTENTION", "check_gqa_cache_bytes", "check_grouped_attention",  # lesson 03
-    "LATENT", "MLA_BYTES", "check_mla_cache_bytes", "check_mla_latent",  # lesson 04
+    "LATENT", "MLA_BYTES", "QUERIES", "check_mla_cache_bytes", "check_mla_latent", "check_mla_queries",  # lesson 04
     "ABSORBED_SCORES", "DECOUPLED_ROPE", "check_absorbed_scores", "check_decoupled_rope",  # lesson 05
 ]

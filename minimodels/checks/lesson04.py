@@ -1,14 +1,14 @@
-"""Checkers of exercises/04_mla_exercises.ipynb: the MLA latent path and MLA cache bytes per token.
+"""Checkers of exercises/04_mla_exercises.ipynb: the MLA latent path, MLA cache bytes per token, query compression.
 
 Same pattern as lesson01.py and lesson02.py: the package as the reference (split_wkv_b, RMSNorm's formula,
 cache_spec + kv_bytes_per_token), cases that change every size and argument, and the classic mistakes of
-REFERENCE.md §6 that fit these two exercises: a global instead of per-head split of wkv_b, forgetting kv_norm
+REFERENCE.md §6 that fit these exercises: a global instead of per-head split of wkv_b (or wq_b), forgetting kv_norm
 (or its gain), normalising the rope key together with the latent, ignoring eps, and caching expanded keys and
 values instead of the latent (2·H·K numbers per token and layer instead of C + R).
 """
 
 # Shapes: B batch, T tokens, D = dim, H = n_heads, K = qk_nope_head_dim, V = v_head_dim,
-# C = kv_lora_rank (the cached latent), R = qk_rope_head_dim (the rope key)
+# C = kv_lora_rank (the cached latent), R = qk_rope_head_dim (the rope key), L = q_lora_rank (query latent)
 
 from __future__ import annotations
 
@@ -181,3 +181,71 @@ MLA_BYTES = Exercise("mla_cache_bytes_per_token", _mla_bytes_ref, _mla_bytes_cas
 def check_mla_cache_bytes(fn: Callable) -> CheckResult:
     """Exercise 4.2: fn(cfg, bytes_per_element) -> bytes one token adds to the MLA cache of the whole model."""
     return MLA_BYTES.check(fn)
+
+
+# ---------------------------------------------------------------- 4.3 query compression
+
+
+def _queries_ref(x: Tensor, wq_a: Tensor, q_norm_weight: Tensor, wq_b: Tensor, n_heads: int,
+                 qk_nope_head_dim: int, eps: float = NORM_EPS) -> tuple[Tensor, Tensor]:
+    """x (B, T, D) -> q_nope (B, T, H, K), q_pe (B, T, H, R) (not rotated yet), through the L-wide query latent."""
+    b, t, _ = x.shape
+    c_q = _rms(F.linear(x, wq_a), eps) * q_norm_weight  # (B, T, L): wq_a, then q_norm
+    q = F.linear(c_q, wq_b).view(b, t, n_heads, -1)  # (B, T, H, K+R): per head [nope; rope]
+    return q[..., :qk_nope_head_dim], q[..., qk_nope_head_dim:]
+
+
+def _queries_cases() -> list:
+    sizes = vary(dict(B=2, T=3, D=16, L=8, H=2, K=4, R=6, eps=DEFAULT),
+                 dict(H=4, K=2, R=2), dict(L=12, eps=0.5),
+                 B=[1], T=[1, 5], D=[24], L=[6], H=[1, 3], K=[8], R=[2], eps=[0.3, 1e-5])
+
+    def build(g, B, T, D, L, H, K, R, eps):
+        x = torch.randn(B, T, D, generator=g)
+        wq_a = torch.randn(L, D, generator=g) / D**0.5
+        q_norm_weight = 1 + 0.5 * torch.randn(L, generator=g)
+        wq_b = torch.randn(H * (K + R), L, generator=g) / L**0.5
+        return x, wq_a, q_norm_weight, wq_b, H, K, eps
+
+    return build_cases(sizes, build, seed=600)
+
+
+def _queries_variant(*, split: str = "per head", norm: bool = True, gain: bool = True,
+                     fixed_eps: float | None = None) -> Callable:
+    """The query path with one deliberate mistake: how wq_b is split, the norm, which eps."""
+    def wrong(x, wq_a, q_norm_weight, wq_b, n_heads, qk_nope_head_dim, eps=NORM_EPS):
+        eps = eps if fixed_eps is None else fixed_eps
+        (b, t, _), k = x.shape, qk_nope_head_dim
+        c_q = F.linear(x, wq_a)
+        c_q = (_rms(c_q, eps) if norm else c_q) * (q_norm_weight if gain and norm else 1)
+        q = F.linear(c_q, wq_b)  # (B, T, H·(K+R))
+        if split == "global":  # [all heads' nope parts; all heads' rope parts]
+            return q[..., :n_heads * k].reshape(b, t, n_heads, k), q[..., n_heads * k:].reshape(b, t, n_heads, -1)
+        q = q.view(b, t, n_heads, -1)
+        if split == "rope first":
+            r = q.shape[-1] - k
+            return q[..., r:], q[..., :r]
+        return q[..., :k], q[..., k:]
+    return wrong
+
+
+QUERIES = Exercise("mla_queries", _queries_ref, _queries_cases, returns=("q_nope", "q_pe"), mistakes=[
+    Mistake("global split", _queries_variant(split="global"),
+            "the rows of wq_b are split globally ([all nope parts; all rope parts]): they are packed PER HEAD, "
+            "[W^UQ_1; W^QR_1; W^UQ_2; W^QR_2; ...], so view the output as (B, T, H, K+R) first, then split"),
+    Mistake("rope first", _queries_variant(split="rope first"),
+            "the rope part comes first in your split: head i's rows are [W^UQ_i (K rows, no RoPE); W^QR_i (R "
+            "rows, rope)], nope first"),
+    Mistake("no q_norm", _queries_variant(norm=False),
+            "the query latent is not normalised: q_norm (an RMSNorm with q_norm_weight) goes between wq_a and wq_b"),
+    Mistake("no gain", _queries_variant(gain=False),
+            "c_q is RMS-normalised but not multiplied by q_norm_weight (RMSNorm's learned gain)"),
+    Mistake("eps ignored", _queries_variant(fixed_eps=NORM_EPS),
+            "the `eps` argument is ignored (the check also passes other values): use it inside the square "
+            "root, x / sqrt(mean(x²) + eps)"),
+])
+
+
+def check_mla_queries(fn: Callable) -> CheckResult:
+    """Exercise 4.3: x -> q_nope, q_pe through the compressed query path wq_a, q_norm, wq_b."""
+    return QUERIES.check(fn)

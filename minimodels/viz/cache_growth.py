@@ -82,10 +82,13 @@ class _LiveView:
     def update(self, growth: CacheGrowth) -> None:
         if self.chart is None:
             return
-        with self.chart.batch_update():
-            for trace, name in zip(self.chart.data, growth.lengths):
-                trace.x, trace.y = list(growth.lengths[name]), list(growth.used_bytes[name])
-        self.text.value = _text_html(growth.texts)
+        try:  # a live chart is a nicety: never let it stop the generation
+            with self.chart.batch_update():
+                for trace, name in zip(self.chart.data, growth.lengths):
+                    trace.x, trace.y = list(growth.lengths[name]), list(growth.used_bytes[name])
+            self.text.value = _text_html(growth.texts)
+        except Exception:
+            self.chart = None  # e.g. the front-end went away; finish() still shows the static figure
 
     def finish(self, growth: CacheGrowth) -> go.Figure:
         fig = cache_growth_figure(growth, title=self.title)
@@ -129,7 +132,18 @@ def watch_cache_growth(models: dict[str, nn.Module], prompt: Tensor, n_new: int,
     else the ids are shown. widget: None = live only inside a kernel. Returns the measurements and the figure.
     """
     _check_request(models, prompt, n_new)
-    decode = decode or (lambda ids: " ".join(map(str, ids)))
+    modes = {name: model.training for name, model in models.items()}
+    try:
+        return _generate(models, prompt, n_new, decode or (lambda ids: " ".join(map(str, ids))),
+                         common._in_kernel() if widget is None else widget, title)
+    finally:
+        for name, model in models.items():
+            model.train(modes[name])  # as generate() does: leave each model in the mode it came in
+
+
+def _generate(models: dict[str, nn.Module], prompt: Tensor, n_new: int, decode: Callable[[list[int]], str],
+              show: bool, title: str) -> CacheGrowth:
+    """watch_cache_growth's loop: prefill every model, then one greedy token per model per step."""
     growth, caches, tokens, logits = CacheGrowth(), {}, {}, {}
     for name, model in models.items():
         model.eval()
@@ -140,7 +154,7 @@ def watch_cache_growth(models: dict[str, nn.Module], prompt: Tensor, n_new: int,
         growth.bytes_per_token[name] = caches[name].bytes_per_token
         growth.lengths[name], growth.used_bytes[name] = [caches[name].length], [caches[name].used_bytes]
         growth.texts[name] = ""
-    view = _LiveView(growth, title, common._in_kernel() if widget is None else widget)
+    view = _LiveView(growth, title, show)
     for _ in range(n_new):
         for name, model in models.items():
             nxt = logits[name].argmax(dim=-1, keepdim=True)  # (1, 1): greedy

@@ -24,8 +24,7 @@ from .kv import HIGHLIGHT
 
 # box colours by kind: the cached tensors use the course's highlight colour (viz/kv.py)
 COLORS = {"input": "#e8e8e8", "proj": "#cfe0f3", "norm": "#fde9c8", "rope": "#e4d7f5", "op": "#d9f0d3",
-          "tensor": "#ffffff", "cache": HIGHLIGHT}
-KINDS = tuple(COLORS)
+          "cache": HIGHLIGHT}
 CACHE_PREFIX = "cache:"  # shape names of the cached boxes: "cache:k", "cache:kv", ...
 ROW_HEIGHT, BOX_HEIGHT, COLUMN_WIDTH = 1.0, 0.56, 3.2
 SLOTS = (0.55, 1.6, 2.65)  # x centres of the query, key (latent) and value (rope key) lanes inside a column
@@ -116,8 +115,8 @@ def diagram_boxes(cfg: ModelConfig) -> tuple[list[Box], list[tuple[str, str]]]:
         k_width, v_width = cfg.qk_nope_head_dim + r, cfg.v_head_dim
     else:
         k_width = v_width = cfg.head_dim
-    scale = f"1/√{k_width}"
-    boxes += [Box("attn", f"softmax(q·kᵀ · {scale}) · v, {cfg.n_heads} heads", SLOTS[1], 4, "op", 3.0),
+    scores = {"mla": "[q_nope; RoPE(q_pe)]·[k_nope; pe]ᵀ", "mla_lowrank": "q·k_nopeᵀ"}.get(cfg.attn, "q·kᵀ")
+    boxes += [Box("attn", f"softmax({scores} / √{k_width}) · v, {cfg.n_heads} heads", SLOTS[1], 4, "op", 3.0),
               Box("wo", f"wo  H·V = {cfg.n_heads * v_width}→{cfg.dim}", SLOTS[1], 5, "proj", 1.6)]
     edges.append(("attn", "wo"))
     return boxes, edges

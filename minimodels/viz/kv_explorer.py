@@ -158,11 +158,10 @@ class KVCacheExplorer(widgets.VBox):
         self.readout, self.table = widgets.HTML(), widgets.HTML()
         self.readout.add_class("kvx-readout")
         self.table.add_class("kvx-table")
-        bars = go.Figure(go.Bar(orientation="h", x=[1.0] * len(presets), y=list(presets),
-                                hovertemplate="%{y}: %{x:,.1f} KiB per token<extra></extra>"),
+        bars = go.Figure(go.Bar(orientation="h", x=[1.0] * len(presets), y=list(presets), textposition="outside",
+                                cliponaxis=False, hovertemplate="%{y}: %{x:,.2f} KiB per token<extra></extra>"),
                          layout=dict(template="plotly_white", height=120 + 28 * len(presets),
-                                     xaxis=dict(type="log", title="KV cache per token (KiB, log scale)"),
-                                     yaxis=dict(autorange="reversed"), margin=dict(t=50, l=10)))
+                                     yaxis=dict(autorange="reversed"), margin=dict(t=50, l=10, r=80)))
         widget = common._figure_widget(bars)  # without anywidget: a static figure redrawn into an Output
         self.figure = widget if widget is not None else bars
         self.chart = widget if widget is not None else widgets.Output()
@@ -252,34 +251,42 @@ class KVCacheExplorer(widgets.VBox):
 
     def _table(self, rows: dict[str, dict], run: dict) -> str:
         current = self.controls["preset"].value
-        head = ("<tr><th>model</th><th>attention</th><th>numbers per token and layer</th><th>per token</th>"
-                f"<th>{run['batch']:,} × {run['context']:,} tokens</th>"
-                f"<th>sequences of {run['context']:,} in {run['memory_gb']:g} GB</th></tr>")
+        titles = ("model", "attention", "numbers per token and layer", "per token",
+                  f"{run['batch']:,} × {run['context']:,} tokens",
+                  f"sequences of {run['context']:,} in {run['memory_gb']:g} GB")
+        head = "<tr>" + "".join(f"<th{_CELL if i < 2 else _NUMBER}>{t}</th>" for i, t in enumerate(titles)) + "</tr>"
         body = []
         for name, shape in rows.items():
             if name not in self.rows:
                 continue
             r = self.rows[name]
             style = ' style="font-weight:bold;color:#d62728"' if name == current else ""
-            body.append(f"<tr{style}><td>{html.escape(name)}</td><td>{variant_name(shape)}</td>"
-                        f"<td>{r['elements']:,}</td><td>{_human(r['bytes_per_token'])}</td>"
-                        f"<td>{_human(r['total_bytes'], 2)}</td><td>{r['fits']:,}</td></tr>")
-        return f'<table class="kvx-rows">{head}{"".join(body)}</table>'
+            cells = [html.escape(name), variant_name(shape), f"{r['elements']:,}", _human(r["bytes_per_token"]),
+                     _human(r["total_bytes"], 2), f"{r['fits']:,}"]
+            body.append(f"<tr{style}>" + "".join(f"<td{_CELL if i < 2 else _NUMBER}>{c}</td>"
+                                                 for i, c in enumerate(cells)) + "</tr>")
+        return f'<table class="kvx-rows" style="border-collapse:collapse">{head}{"".join(body)}</table>'
 
     def _update_chart(self) -> None:
         current = self.controls["preset"].value
         names = list(self.rows)
+        kib = [self.rows[n]["bytes_per_token"] / 2**10 for n in names]
         bar = self.figure.data[0]
         with self.figure.batch_update():
-            bar.y = names
-            bar.x = [self.rows[n]["bytes_per_token"] / 2**10 for n in names]
+            bar.y, bar.x = names, kib
+            bar.text = [_human(self.rows[n]["bytes_per_token"]) for n in names]
             bar.marker.color = [HIGHLIGHT if n == current else MUTED for n in names]
+            self.figure.layout.xaxis = common.log_axis([*kib, min(kib) / 2], "KV cache per token (KiB, log scale)")
             self.figure.layout.height = 120 + 28 * len(names)
             self.figure.layout.title.text = f"KV cache per token in {self.controls['dtype'].value}"
         if self.chart is not self.figure and common._in_kernel():
             self.chart.clear_output(wait=True)
             with self.chart:
                 display(self.figure)
+
+
+_CELL = ' style="padding:2px 10px;text-align:left"'
+_NUMBER = ' style="padding:2px 10px;text-align:right"'
 
 
 def _shape_problem(shape: dict) -> str | None:
@@ -324,7 +331,10 @@ def cache_loss_figure(points: dict[str, dict], *, title: str = "Cache vs loss: w
         text=names, mode="markers+text", textposition="top center", marker=dict(size=12, color=HIGHLIGHT),
         error_y=dict(type="data", array=[s or 0.0 for s in stds], visible=any(s for s in stds)),
         hovertemplate="%{text}: %{x:,} bytes/token, loss %{y:.3f}<extra></extra>")
+    losses = [points[n]["val_loss"] + sign * (s or 0.0) for n, s in zip(names, stds) for sign in (-1, 1)]
+    pad = max(0.25 * (max(losses) - min(losses)), 0.01)  # room for the labels above the markers
     return go.Figure(marker, layout=dict(
         title=title, template="plotly_white", height=420,
-        xaxis=dict(title=f"KV cache per token (bytes, {dtype})", tickformat=",", rangemode="tozero"),
-        yaxis=dict(title="validation loss (nats, lower is better)")))
+        xaxis=dict(title=f"KV cache per token (bytes, {dtype})", tickformat=",",
+                   range=[0, 1.1 * max(marker.x)]),
+        yaxis=dict(title="validation loss (nats, lower is better)", range=[min(losses) - pad, max(losses) + pad])))
