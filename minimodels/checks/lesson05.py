@@ -103,8 +103,8 @@ def _decoupled_mistake(*, rope_all: bool = False, rope_first: bool = False, per_
     return wrong
 
 
-_NORMED_KEY = ("the rope key is normalised: kv_norm applies to the C latent channels only, k_pe goes from "
-               "wkv_a's last R outputs straight to RoPE (REFERENCE.md §2.2)")
+_NORMED_KEY = ("the rope key is normalised: kv_norm applies to the C latent channels only (as in DeepSeek's "
+               "official code), k_pe goes from wkv_a's last R outputs straight to RoPE")
 
 DECOUPLED_ROPE = Exercise(
     "decoupled_rope", _decoupled_ref, _decoupled_cases, returns=("q_nope", "q_pe", "c_kv", "k_pe"), mistakes=[
