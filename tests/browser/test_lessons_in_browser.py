@@ -31,6 +31,9 @@ LESSONS = {
     "00_orientation.ipynb": {"widgets": []},
     "01_baseline_gpt.ipynb": {"widgets": []},
     "02_kv_cache.ipynb": {"widgets": ["kv-calculator"]},
+    "03_gqa.ipynb": {"widgets": ["kv-explorer"]},
+    "04_mla.ipynb": {"widgets": []},
+    "05_rope_absorption.ipynb": {"widgets": []},  # its cache-growth widget becomes a static figure when done
 }
 
 # the notebook panel of `path`, found by path (a restored workspace may have other panels open)
@@ -156,7 +159,25 @@ def drive_kv_calculator(page, lesson: str) -> None:
                            timeout=30_000)
 
 
-DRIVERS = {"kv-calculator": drive_kv_calculator}
+def drive_kv_explorer(page, lesson: str) -> None:
+    """Change the context, then pick DeepSeek-V2; the readout (computed in the kernel) must follow."""
+    explorer = page.locator(".kv-explorer").first
+    readout = explorer.locator(".kvx-readout")
+    before = readout.inner_text()
+    box = explorer.locator(".kvx-context input")
+    box.fill("32768")
+    box.press("Enter")
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before],
+                           timeout=30_000)
+    after = readout.inner_text()
+    assert "32,768" in after, f"{lesson}: kv-explorer readout did not show the new context: {after!r}"
+    explorer.locator(".kvx-preset select").select_option(label="DeepSeek-V2")
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), after],
+                           timeout=30_000)
+    assert "60 × (512 + 64)" in readout.inner_text(), f"{lesson}: kv-explorer did not switch to MLA"
+
+
+DRIVERS = {"kv-calculator": drive_kv_calculator, "kv-explorer": drive_kv_explorer}
 
 
 @pytest.mark.parametrize("lesson", sorted(LESSONS))
