@@ -8,11 +8,12 @@ them active) is a config: `fine_grained_config(cfg, m)`. The first n_dense_layer
 Dispatch (sending each token to its experts) decides the speed on a CPU, where many small experts pay per-op
 overhead and memory traffic that a FLOP count does not see. Three interchangeable implementations, equal up to
 float rounding (tests/test_moe.py checks each against running every expert and masking):
-- "sorted" (default): sort the N·k (token, expert) pairs by expert, gather the tokens once, run each expert as
-  one matmul on its contiguous rows, apply the gate weights in the hidden layer, and sum each token's k rows back.
-  The gathers are custom autograd functions whose backward is again a gather, not an atomic scatter-add.
+- "sorted" (default): sort the N·k (token, expert) pairs by expert, gather the tokens once, run each expert's
+  two matmuls (w1 and w3 fused, then w2) on its contiguous rows, apply the gate weights in the hidden layer, and
+  sum each token's k rows back. The gathers are custom autograd functions whose backward is again a gather, not
+  an atomic scatter-add. It does exactly the model's FLOPs.
 - "padded": the same sorted rows in an (E, C, D) buffer padded to the busiest expert's load C, and three batched
-  matmuls (fewer, larger kernels; it pays for the padding when the router is unbalanced).
+  matmuls (fewer, larger kernels; it also multiplies the padding, which grows when the router is unbalanced).
 - "loop": DeepSeek's MoE.forward, expert by expert with index_add, no sorting: the version lesson 06 builds.
 Taught in lessons/06_moe.ipynb (dispatch), lessons/07_deepseekmoe.ipynb (segmentation, shared experts) and
 lessons/08_load_balancing.ipynb (the losses and the bias, balance.py).
@@ -33,7 +34,7 @@ from .balance import balance_losses
 from .ffn import FeedForward
 from .router import Gate
 
-DISPATCHES = ("sorted", "padded", "loop", "grouped")
+DISPATCHES = ("sorted", "padded", "loop")
 
 
 class Experts(nn.Module):
@@ -128,73 +129,6 @@ def dispatch_sorted(experts: Experts, x: Tensor, weights: Tensor, indices: Tenso
     return _SumRows.apply(torch.cat(outs), row_of, tok_of_row, k)  # (N, D)
 
 
-class _GroupedExperts(torch.autograd.Function):
-    """Expert i on its contiguous block of rows: y = w2_i((silu(g) ⊙ u) · w) with [g | u] = w13_i x.
-    (R, D) rows, (R, 1) gate values, (E, 2H, D), (E, D, H) -> (R, D)
-
-    A hand-written backward: the matmuls run expert by expert (into preallocated outputs), every elementwise
-    step runs once over all rows, and autograd sees one node instead of about ten per expert."""
-
-    @staticmethod
-    def forward(ctx, xs: Tensor, ws: Tensor, w13: Tensor, w2: Tensor, sizes: list[int]) -> Tensor:
-        hidden = w13.shape[1] // 2
-        h = xs.new_empty(xs.shape[0], 2 * hidden)  # (R, 2H) pre-activations [g | u]
-        blocks = [(i, start, start + n) for i, (start, n) in enumerate(zip(_starts(sizes), sizes)) if n]
-        for i, a, b in blocks:
-            torch.mm(xs[a:b], w13[i].t(), out=h[a:b])
-        g, u = h[:, :hidden], h[:, hidden:]
-        act = F.silu(g) * u * ws  # (R, H) weighted hidden layer
-        y = xs.new_empty(xs.shape)
-        for i, a, b in blocks:
-            torch.mm(act[a:b], w2[i].t(), out=y[a:b])
-        ctx.save_for_backward(xs, ws, w13, w2, h)
-        ctx.blocks = blocks
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y: Tensor):
-        xs, ws, w13, w2, h = ctx.saved_tensors
-        hidden = w13.shape[1] // 2
-        g, u = h[:, :hidden], h[:, hidden:]
-        sig = torch.sigmoid(g)
-        silu = g * sig
-        grad_y = grad_y.contiguous()
-        grad_act = torch.empty_like(g)  # (R, H)
-        grad_w2 = torch.zeros_like(w2)  # experts without rows keep 0
-        act = silu * u * ws
-        for i, a, b in ctx.blocks:
-            torch.mm(grad_y[a:b], w2[i], out=grad_act[a:b])
-            torch.mm(grad_y[a:b].t(), act[a:b], out=grad_w2[i])
-        grad_ws = (grad_act * silu * u).sum(-1, keepdim=True)  # (R, 1)
-        grad_act = grad_act * ws
-        grad_h = torch.cat([grad_act * u * sig * (1 + g * (1 - sig)), grad_act * silu], dim=1)  # (R, 2H)
-        grad_xs = torch.empty_like(xs)
-        grad_w13 = torch.zeros_like(w13)
-        for i, a, b in ctx.blocks:
-            torch.mm(grad_h[a:b], w13[i], out=grad_xs[a:b])
-            torch.mm(grad_h[a:b].t(), xs[a:b], out=grad_w13[i])
-        return grad_xs, grad_ws, grad_w13, grad_w2, None
-
-
-def _starts(sizes: list[int]) -> list[int]:
-    out, total = [], 0
-    for n in sizes:
-        out.append(total)
-        total += n
-    return out
-
-
-def dispatch_grouped(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor, counts: Tensor) -> Tensor:
-    k = indices.shape[1]
-    order, row_of = sort_by_expert(indices)
-    tok_of_row = order // k
-    xs = _GatherTokens.apply(x, tok_of_row, row_of, k)
-    ws = weights.flatten().index_select(0, order).unsqueeze(-1)
-    w13 = torch.cat([experts.w1, experts.w3], dim=1)
-    ys = _GroupedExperts.apply(xs, ws, w13, experts.w2, counts.tolist())
-    return _SumRows.apply(ys, row_of, tok_of_row, k)
-
-
 def dispatch_padded(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor, counts: Tensor) -> Tensor:
     """The same sum with every expert at once: an (E, C, D) buffer and three batched matmuls.  (N, D) -> (N, D)"""
     (n_experts, dim), k = (counts.numel(), x.shape[-1]), indices.shape[1]
@@ -221,15 +155,15 @@ def dispatch_loop(experts: Experts, x: Tensor, weights: Tensor, indices: Tensor,
     return y
 
 
-DISPATCH = {"sorted": dispatch_sorted, "padded": dispatch_padded, "loop": dispatch_loop, "grouped": dispatch_grouped}
+DISPATCH = {"sorted": dispatch_sorted, "padded": dispatch_padded, "loop": dispatch_loop}
 
 
 class MoE(nn.Module):
     """DeepSeekMoE FFN: router, routed experts, shared experts.  (B, T, D) -> (B, T, D)
 
     In training mode each forward keeps what balancing needs: `aux_loss` (the balance losses the config asks
-    for, a scalar with gradient, or None) and `counts` (tokens per expert in this batch, for the bias update
-    and the routing statistics of balance.py)."""
+    for, a scalar with gradient, or None), `counts` (E,) (tokens per expert in this batch, for the bias update)
+    and `scores` (N, E) (detached, for the routing statistics of balance.py)."""
 
     def __init__(self, cfg, layer_id: int = 0, *, dispatch: str = "sorted"):
         super().__init__()

@@ -71,6 +71,8 @@ def test_device_loss_uses_the_mean_of_f_and_the_sum_of_p():
     # f = 4/(2·2) · (2, 1, 1, 0); f' = mean per device = (1.5, 0.5); P' = sum per device = (0.6, 0.4)
     loss = device_balance_loss(DEVICE_SCORES, DEVICE_CHOICE, 2, ALPHA)
     assert loss.item() == pytest.approx((1.5 * 0.6 + 0.5 * 0.4) * ALPHA)  # 1.1 α (sum of f: 2.2, mean of P: 0.55)
+    uniform = device_balance_loss(torch.full((1, 2, 4), 0.25), torch.tensor([[[0, 2], [1, 3]]]), 2, ALPHA)
+    assert uniform.item() == pytest.approx(ALPHA)
 
 
 def test_communication_loss_counts_each_token_once_per_device():

@@ -57,7 +57,9 @@ FLOAT_FIELDS = [f.name for f in ModelConfig.__dataclass_fields__.values() if f.t
 
 
 def test_every_float_field_is_checked():
-    assert set(FLOAT_FIELDS) == {"rope_theta", "norm_eps", "init_std"}  # a new float field needs the cases below
+    # a new float field needs the cases below
+    assert set(FLOAT_FIELDS) == {"rope_theta", "norm_eps", "init_std", "route_scale", "aux_loss_alpha",
+                                 "device_loss_alpha", "comm_loss_alpha", "bias_update_speed"}
 
 
 @pytest.mark.parametrize("name", FLOAT_FIELDS)

@@ -182,6 +182,11 @@ def _draw_column(fig: go.Figure, x0: float, name: str, cfg: ModelConfig, dtype: 
                       line=dict(color="#7a0f10" if cached else "#555", width=2.5 if cached else 1), layer="below")
         fig.add_annotation(x=cx, y=cy, text=b.label, showarrow=False, name=b.key,
                            font=dict(size=10, color="white" if cached else "black"))
+    # an invisible marker per box: hovering a box says what it is (and the figure has a trace to render)
+    fig.add_trace(go.Scatter(
+        x=[x0 + b.lane for b in boxes], y=[b.row * ROW_HEIGHT for b in boxes], mode="markers", name=name,
+        marker=dict(size=28, opacity=0), hoverinfo="text",
+        hovertext=[f"{name}: {b.label} ({'cached per token' if b.kind == 'cache' else b.kind})" for b in boxes]))
     for src, dst in edges:
         a, b = where[src], where[dst]
         end = a.lane if b.width >= 2.5 else b.lane  # into a wide box (attention) straight up, no crossings
