@@ -165,7 +165,7 @@ def attention_diagram(configs: ModelConfig | dict[str, ModelConfig], *, dtype: t
     n = len(configs)
     fig.update_layout(
         title=title or "What each attention computes (bottom to top) and caches (red)", template="plotly_white",
-        width=max(420, 400 * n), height=600, showlegend=False, margin=dict(l=10, r=10, t=60, b=10),
+        height=600, showlegend=False, margin=dict(l=10, r=10, t=60, b=10),  # width: the notebook panel's
         xaxis=dict(visible=False, range=[-0.1, n * (COLUMN_WIDTH + 0.3) - 0.2]),
         yaxis=dict(visible=False, range=[-1.7, 6.2]))
     return fig
