@@ -48,7 +48,7 @@ from .stopping import TrainingDivergedError, TrainingInterrupted
 from .tokenizer import BPETokenizer
 from .train import TrainConfig, baseline_model, baseline_path, evaluate, lr_at, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2: to_hf_config removed; viz and checks became packages
 
 __all__ = [
     "CheckpointError", "count_flops", "DOMAINS", "FLOPS_CONVENTION", "forward_flops_per_token",
