@@ -20,40 +20,10 @@ def student_mode(monkeypatch):
     monkeypatch.delenv(checks.MODE_ENV, raising=False)
 
 
-@pytest.mark.parametrize("name, fn", list(wa4.RIGHT.items()), ids=list(wa4.RIGHT))
-def test_right_answers_pass(name, fn, capsys):
-    result = getattr(checks, name)(fn)
-    assert result.passed, result.message
-    assert capsys.readouterr().out == result.message + "\n"
-
-
-@pytest.mark.parametrize("name, fn", [v[:2] for v in wa4.RIGHT_VARIANTS], ids=[v[2] for v in wa4.RIGHT_VARIANTS])
-def test_right_answers_written_other_ways_pass(name, fn):
-    result = getattr(checks, name)(fn)
-    assert result.passed, result.message
-
-
-@pytest.mark.parametrize("name, fn, words", [n[:3] for n in wa4.NAMED], ids=[n[3] for n in wa4.NAMED])
-def test_classic_mistakes_are_named(name, fn, words):
-    result = getattr(checks, name)(fn)
-    assert result.status == "failed" and result.message.startswith("❌")
-    assert words in result.message, result.message
-
-
 @pytest.mark.parametrize("name, fn, words", [n[:3] for n in wa4.UNNAMED], ids=[n[3] for n in wa4.UNNAMED])
 def test_other_wrong_answers_fail_with_what_differs(name, fn, words):
     result = getattr(checks, name)(fn)
     assert result.status == "failed" and words in result.message, result.message
-
-
-@pytest.mark.parametrize("name", wa4.RIGHT)
-def test_stubs_say_not_implemented_and_crashes_are_reported(name):
-    def stub(*args):
-        raise NotImplementedError("Exercise 4.1: not implemented yet")
-
-    assert getattr(checks, name)(stub).status == "not implemented"
-    crashed = getattr(checks, name)(lambda *a: 1 / 0)
-    assert crashed.status == "failed" and "ZeroDivisionError" in crashed.message
 
 
 def test_every_exercise_is_registered_for_the_engine_tests():
