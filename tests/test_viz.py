@@ -21,7 +21,6 @@ from minimodels.viz import (
     decode_speed_figure,
     even_previous_share,
     in_unit,
-    kv,
     kv_bytes_chart,
     kv_cache_calculator,
     log_ticks,
@@ -400,7 +399,7 @@ def test_finish_outside_a_notebook_displays_nothing_and_without_a_live_chart_dis
 
 def test_calculator_displays_a_run_this_cell_note_that_the_live_widget_hides(monkeypatch):
     log = []
-    monkeypatch.setattr(kv, "display", fake_display(log))
+    monkeypatch.setattr(common, "display", fake_display(log))
     w = kv_cache_calculator()
     w._ipython_display_()
     note, bundle = log[0][1], log[1][1]

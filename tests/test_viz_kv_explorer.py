@@ -158,7 +158,7 @@ def test_without_anywidget_it_falls_back_to_a_static_figure(monkeypatch):
 
 def test_displays_a_run_this_cell_note_that_the_live_widget_hides(monkeypatch):
     log = []
-    monkeypatch.setattr(kvx, "display", fake_display(log))
+    monkeypatch.setattr(kvx.common, "display", fake_display(log))
     w = kv_cache_explorer()
     w._ipython_display_()
     note, bundle = log[0][0], log[1][0]

@@ -128,3 +128,61 @@ def display_live(widget: widgets.Widget, key: str, what: str) -> tuple:
     note = display(kernel_hint(key, what), display_id=True)
     shown = display(widget, display_id=True)
     return note, shown
+
+
+CUSTOM = "custom"  # preset name once a shape control no longer matches the chosen preset
+
+
+class PresetWidget(widgets.VBox):
+    """A live widget whose "preset" dropdown fills its shape controls; editing a shape switches it to "custom".
+
+    Subclasses set `what` (the name the "run this cell" note gives), `shape_names` (the controls a preset fills),
+    `run_names` (controls every preset shares), keep `self.controls` and `self.presets`, define `refresh()`, and
+    call `_assemble(children, css_class)` at the end of `__init__`. Used by the KV-cache calculator and explorer.
+    """
+
+    what = "This widget"
+    shape_names: tuple[str, ...] = ()
+    run_names: tuple[str, ...] = ()
+
+    def _assemble(self, children: list, css_class: str) -> None:
+        self._filling = False  # True while a preset writes the shape controls
+        self._hint_key = new_hint_key()
+        super().__init__([hint_hider(self._hint_key), *children])
+        self.add_class(css_class)
+        self.controls["preset"].observe(self._on_preset, names="value")
+        for name in self.shape_names:
+            self.controls[name].observe(self._on_shape, names="value")
+        for name in self.run_names:
+            self.controls[name].observe(self.refresh, names="value")
+        self.refresh()
+
+    def _ipython_display_(self) -> None:
+        """Displayed in a notebook: the "run this cell" note (hidden while live), then the widget."""
+        display(kernel_hint(self._hint_key, self.what))
+        display(self._repr_mimebundle_(), raw=True)
+
+    def shape(self) -> dict:
+        return {n: self.controls[n].value for n in self.shape_names}
+
+    def _on_preset(self, change) -> None:
+        if change["new"] != CUSTOM:
+            self._filling = True
+            try:
+                for name in self.shape_names:
+                    self.controls[name].value = self.presets[change["new"]][name]
+            finally:
+                self._filling = False
+        self.refresh()
+
+    def _on_shape(self, _change) -> None:
+        if self._filling:
+            return
+        chosen = self.presets.get(self.controls["preset"].value)
+        if chosen is not None and any(self.controls[n].value != chosen[n] for n in self.shape_names):
+            self.controls["preset"].value = CUSTOM  # _on_preset then refreshes
+        else:
+            self.refresh()
+
+    def refresh(self, _change=None) -> None:
+        raise NotImplementedError

@@ -17,7 +17,7 @@ from . import common
 from .common import _human
 
 COURSE_MODEL = "this course's model"  # preset name the calculator adds for a given ModelConfig
-CUSTOM = "custom"  # preset name once a shape control no longer matches the chosen preset
+CUSTOM = common.CUSTOM  # preset name once a shape control no longer matches the chosen preset
 HIGHLIGHT, MUTED = "#d62728", "#9fb7d4"  # current configuration vs the other bars
 
 
@@ -70,12 +70,14 @@ def _kv_controls(presets: dict[str, dict[str, int]]) -> dict[str, widgets.Widget
     return controls
 
 
-class KVCacheCalculator(widgets.VBox):
+class KVCacheCalculator(common.PresetWidget):
     """The calculator widget: controls, an HTML readout and a bar chart, all fed by kv_cache_report.
 
     Attributes for tests: `controls` (dict of widgets), `readout` (HTML), `chart` (the displayed chart
     widget), `figure` (its plotly figure) and `report` (the latest kv_cache_report result).
     """
+
+    what, shape_names, run_names = "The KV-cache calculator", SHAPE_NAMES, RUN_NAMES
 
     def __init__(self, presets: dict[str, dict[str, int]], *, measured_bytes_per_token: int | None = None,
                  measured_dtype: str = "float32"):
@@ -91,45 +93,13 @@ class KVCacheCalculator(widgets.VBox):
         self.chart = widget if widget is not None else widgets.Output()
         self.chart.add_class("kv-chart")
         self.report: dict[str, int] = {}
-        self._filling = False  # True while a preset writes the shape controls
         columns = [widgets.VBox([c[n] for n in ("preset", *SHAPE_NAMES)]),
                    widgets.VBox([c[n] for n in RUN_NAMES])]
-        self._hint_key = common.new_hint_key()
-        super().__init__([common.hint_hider(self._hint_key), widgets.HBox(columns), self.readout, self.chart])
-        self.add_class("kv-calculator")
-        c["preset"].observe(self._on_preset, names="value")
-        for name in SHAPE_NAMES:
-            c[name].observe(self._on_shape, names="value")
-        for name in RUN_NAMES:
-            c[name].observe(self.refresh, names="value")
-        self.refresh()
-
-    def _ipython_display_(self) -> None:
-        """Displayed in a notebook: the "run this cell" note (hidden while live), then the widget."""
-        display(common.kernel_hint(self._hint_key, "The KV-cache calculator"))
-        display(self._repr_mimebundle_(), raw=True)
+        self._assemble([widgets.HBox(columns), self.readout, self.chart], "kv-calculator")
 
     def settings(self) -> dict:
         return {n: self.controls[n].value for n in (*SHAPE_NAMES, *RUN_NAMES)}
 
-    def _on_preset(self, change) -> None:
-        if change["new"] != CUSTOM:
-            self._filling = True
-            try:
-                for name in SHAPE_NAMES:
-                    self.controls[name].value = self.presets[change["new"]][name]
-            finally:
-                self._filling = False
-        self.refresh()
-
-    def _on_shape(self, _change) -> None:
-        if self._filling:
-            return
-        chosen = self.presets.get(self.controls["preset"].value)
-        if chosen is not None and any(self.controls[n].value != chosen[n] for n in SHAPE_NAMES):
-            self.controls["preset"].value = CUSTOM  # _on_preset then refreshes
-        else:
-            self.refresh()
 
     def refresh(self, _change=None) -> None:
         s = self.settings()

@@ -145,12 +145,14 @@ def _controls(presets: dict[str, dict]) -> dict[str, widgets.Widget]:
     return controls
 
 
-class KVCacheExplorer(widgets.VBox):
+class KVCacheExplorer(common.PresetWidget):
     """Controls for every variant's shape, a readout with the formula, a table and a chart of all presets.
 
     Attributes for tests: `controls`, `readout` (HTML), `table` (HTML), `chart` (the displayed chart widget),
     `figure` (its plotly figure), `report` (shape_report of the current settings), `rows` (name -> report).
     """
+
+    what, shape_names, run_names = "The KV-cache explorer", SHAPE_FIELDS, RUN_FIELDS
 
     def __init__(self, presets: dict[str, dict], *, measured: dict[str, tuple[int, str]] | None = None):
         self.presets, self.measured = presets, measured or {}
@@ -168,49 +170,13 @@ class KVCacheExplorer(widgets.VBox):
         self.chart.add_class("kvx-chart")
         self.report: dict = {}
         self.rows: dict[str, dict] = {}
-        self._filling = False  # True while a preset writes the shape controls
         shape_box = widgets.VBox([c[n] for n in ("preset", *SHAPE_FIELDS)])
-        self._hint_key = common.new_hint_key()
-        super().__init__([common.hint_hider(self._hint_key),
-                          widgets.HBox([shape_box, widgets.VBox([c[n] for n in RUN_FIELDS])]),
-                          self.readout, self.table, self.chart])
-        self.add_class("kv-explorer")
-        c["preset"].observe(self._on_preset, names="value")
-        for name in SHAPE_FIELDS:
-            c[name].observe(self._on_shape, names="value")
-        for name in RUN_FIELDS:
-            c[name].observe(self.refresh, names="value")
-        self.refresh()
-
-    def _ipython_display_(self) -> None:
-        """Displayed in a notebook: the "run this cell" note (hidden while live), then the widget."""
-        display(common.kernel_hint(self._hint_key, "The KV-cache explorer"))
-        display(self._repr_mimebundle_(), raw=True)
-
-    def shape(self) -> dict:
-        return {n: self.controls[n].value for n in SHAPE_FIELDS}
+        self._assemble([widgets.HBox([shape_box, widgets.VBox([c[n] for n in RUN_FIELDS])]),
+                        self.readout, self.table, self.chart], "kv-explorer")
 
     def run(self) -> dict:
         return {n: self.controls[n].value for n in RUN_FIELDS}
 
-    def _on_preset(self, change) -> None:
-        if change["new"] != CUSTOM:
-            self._filling = True
-            try:
-                for name in SHAPE_FIELDS:
-                    self.controls[name].value = self.presets[change["new"]][name]
-            finally:
-                self._filling = False
-        self.refresh()
-
-    def _on_shape(self, _change) -> None:
-        if self._filling:
-            return
-        chosen = self.presets.get(self.controls["preset"].value)
-        if chosen is not None and self.shape() != chosen:
-            self.controls["preset"].value = CUSTOM  # _on_preset then refreshes
-        else:
-            self.refresh()
 
     def refresh(self, _change=None) -> None:
         shape, run = self.shape(), self.run()
