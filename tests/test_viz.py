@@ -5,6 +5,7 @@ import random
 import plotly.graph_objects as go
 import pytest
 import torch
+from display_log import fake_display
 
 from minimodels.config import TINY
 from minimodels.kv_cache import DTYPES, KV_PRESETS, KVCache, kv_cache_report
@@ -349,21 +350,6 @@ def test_roofline_points_sit_on_the_roof():
 
 
 # --- charts that survive a reload, widgets that say to run their cell ---
-
-class FakeHandle:
-    def __init__(self, log, obj):
-        self.log, self.obj = log, obj
-
-    def update(self, obj, **kwargs):
-        self.log.append(("update", self.obj, obj, kwargs))
-
-
-def fake_display(log):
-    def display(obj, **kwargs):
-        log.append(("display", obj, kwargs))
-        return FakeHandle(log, obj) if kwargs.get("display_id") else None
-    return display
-
 
 def test_finish_replaces_the_live_chart_with_a_static_figure(monkeypatch):
     log = []

@@ -5,6 +5,7 @@ from dataclasses import replace
 import plotly.graph_objects as go
 import pytest
 import torch
+from display_log import fake_display
 
 from minimodels import KVCache, MiniModel, generate
 from minimodels.config import TINY
@@ -59,21 +60,6 @@ def test_bad_requests_say_what_to_change():
         watch_cache_growth(ms, torch.tensor([[1]]), 0)
     with pytest.raises(ValueError, match="max_seq_len"):
         watch_cache_growth(ms, torch.tensor([[1] * 30]), 5)
-
-
-class FakeHandle:
-    def __init__(self, log, obj):
-        self.log, self.obj = log, obj
-
-    def update(self, obj, **kwargs):
-        self.log.append(("update", self.obj, obj, kwargs))
-
-
-def fake_display(log):
-    def display(obj, **kwargs):
-        log.append(("display", obj, kwargs))
-        return FakeHandle(log, obj) if kwargs.get("display_id") else None
-    return display
 
 
 def test_live_view_updates_per_token_then_leaves_a_static_figure(monkeypatch):
