@@ -226,7 +226,7 @@ def train(model: nn.Module, data, cfg: TrainConfig, *, resume: bool = False, plo
 
         live = LiveLossPlot(history)
     if cfg.progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # a text bar: unlike tqdm's notebook widget, it still reads after a reload
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
     model.train()
