@@ -29,6 +29,10 @@ from .engine import DEFAULT, CheckResult, Exercise, Mistake, build_cases, vary
 NORM_EPS = 1e-6  # the exercise's default, DeepSeek's RMSNorm eps
 
 
+# both RMSNorms of this lesson (kv_norm, q_norm) take `eps`; a fixed value passes only the default case
+_EPS_IGNORED = ("the `eps` argument is ignored (the check also passes other values): use it inside the square "
+                "root, x / sqrt(mean(x²) + eps)")
+
 def _rms(x: Tensor, eps: float) -> Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
@@ -109,8 +113,7 @@ LATENT = Exercise("mla_latent", _latent_ref, _latent_cases, returns=("c_kv", "k_
     Mistake("rope key normalised", _latent_variant(norm="rope key too"),
             "k_pe was normalised too: kv_norm applies to c_kv only, the R rope channels pass through untouched"),
     Mistake("eps ignored", _latent_variant(fixed_eps=NORM_EPS),
-            "the `eps` argument is ignored (the check also passes other values): use it inside the square "
-            "root, x / sqrt(mean(x²) + eps)"),
+            _EPS_IGNORED),
 ])
 
 
@@ -241,8 +244,7 @@ QUERIES = Exercise("mla_queries", _queries_ref, _queries_cases, returns=("q_nope
     Mistake("no gain", _queries_variant(gain=False),
             "c_q is RMS-normalised but not multiplied by q_norm_weight (RMSNorm's learned gain)"),
     Mistake("eps ignored", _queries_variant(fixed_eps=NORM_EPS),
-            "the `eps` argument is ignored (the check also passes other values): use it inside the square "
-            "root, x / sqrt(mean(x²) + eps)"),
+            _EPS_IGNORED),
 ])
 
 

@@ -142,39 +142,33 @@ def test_every_lesson_has_a_browser_spec():
     assert lessons == sorted(LESSONS), "add each new lesson (its plots and widgets) to LESSONS"
 
 
-def drive_kv_calculator(page, lesson: str) -> None:
-    """Change the context length and then the preset; the readout (computed in the kernel) must follow."""
-    calc = page.locator(".kv-calculator").first
-    readout = calc.locator(".kv-readout")
+def drive_context_then_preset(page, lesson: str, widget: str, prefix: str, preset: dict,
+                              expect: str | None = None) -> None:
+    """Change the widget's context length, then its preset; the readout (computed in the kernel) must follow."""
+    root = page.locator(f".{widget}").first
+    readout = root.locator(f".{prefix}-readout")
     before = readout.inner_text()
-    box = calc.locator(".kv-context input")
+    box = root.locator(f".{prefix}-context input")
     box.fill("32768")
     box.press("Enter")
     page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before],
                            timeout=30_000)
     after = readout.inner_text()
-    assert "32,768" in after, f"{lesson}: kv-calculator readout did not show the new context: {after!r}"
-    calc.locator(".kv-preset select").select_option(index=1)
+    assert "32,768" in after, f"{lesson}: {widget} readout did not show the new context: {after!r}"
+    root.locator(f".{prefix}-preset select").select_option(**preset)
     page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), after],
                            timeout=30_000)
+    if expect is not None:
+        assert expect in readout.inner_text(), f"{lesson}: {widget} readout lacks {expect!r} after the preset"
+
+
+def drive_kv_calculator(page, lesson: str) -> None:
+    drive_context_then_preset(page, lesson, "kv-calculator", "kv", dict(index=1))
 
 
 def drive_kv_explorer(page, lesson: str) -> None:
-    """Change the context, then pick DeepSeek-V2; the readout (computed in the kernel) must follow."""
-    explorer = page.locator(".kv-explorer").first
-    readout = explorer.locator(".kvx-readout")
-    before = readout.inner_text()
-    box = explorer.locator(".kvx-context input")
-    box.fill("32768")
-    box.press("Enter")
-    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before],
-                           timeout=30_000)
-    after = readout.inner_text()
-    assert "32,768" in after, f"{lesson}: kv-explorer readout did not show the new context: {after!r}"
-    explorer.locator(".kvx-preset select").select_option(label="DeepSeek-V2")
-    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), after],
-                           timeout=30_000)
-    assert "60 × (512 + 64)" in readout.inner_text(), f"{lesson}: kv-explorer did not switch to MLA"
+    """Picking DeepSeek-V2 must switch the formula to MLA's latent + rope key."""
+    drive_context_then_preset(page, lesson, "kv-explorer", "kvx", dict(label="DeepSeek-V2"), "60 × (512 + 64)")
 
 
 DRIVERS = {"kv-calculator": drive_kv_calculator, "kv-explorer": drive_kv_explorer}
