@@ -1,6 +1,6 @@
 """Benchmark of the attention variants: what MHA, GQA, MQA and MLA cost and buy, measured side by side.
 
-Four parts, each of which can be run on its own (`--skip-*`), with results from separate invocations merged into
+Five parts, each of which can be run on its own (`--skip-*`), with results from separate invocations merged into
 benchmarks/results/attention_<profile>.json and .md (and the Pareto plot, attention_<profile>.html):
 1. training: for every variant (`--variants`) and seed (`--seeds`), at the profile's width and training budget
    (`--steps` overrides it): parameters, cache bytes per token (read from a KVCache's tensors), validation loss,
@@ -11,7 +11,10 @@ benchmarks/results/attention_<profile>.json and .md (and the Pareto plot, attent
 3. GPT-2-small-sized target: 768 wide, 12 layers, 24 heads, fp32, batch 1, one thread, 512 new tokens: absorbed
    MLA (latent 128 + rope key 16 = 9.4% of MHA's cache; see TARGET_MLA) against MHA (target: >= 1.0x MHA);
 4. serving view of DeepSeek-V2's 5.76x: with a fixed cache-memory budget, the largest batch each variant fits and
-   its decode throughput at that batch (target: MLA >= 4x MHA).
+   its decode throughput at that batch (target: MLA >= 4x MHA);
+5. timing: training tokens/s and MFU of every variant from short runs back to back, for a quiet machine. Losses do
+   not depend on the machine's load but speeds do, so part 1 may run beside other work and part 5 alone; the
+   summary then takes its tokens/s and MFU from part 5.
 Benchmarks measure, they never assert: targets are reported as met or not. The Pareto plot (validation loss
 against cache bytes per token) is `pareto_figure` in this file, for lesson 05 to call on the saved results.
 See benchmarks/README.md for the options and how long each part takes.
@@ -58,7 +61,7 @@ from minimodels.flops import FLOPS_CONVENTION, mfu, training_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-PARTS = ("training", "decode", "target", "serving")
+PARTS = ("training", "decode", "target", "serving", "timing")
 PREFILL_CHUNK = 512  # prompt positions per prefill pass (chunks are exact: tests/test_attention_variants.py)
 
 
@@ -154,24 +157,29 @@ class Plan:
     serve_context: int  # part 4: positions already in each sequence's cache
     serve_budget_mib: int  # part 4: cache memory every variant may fill
     serve_tokens: int  # part 4: decode steps timed at the largest batch
+    timing_steps: int  # part 5: training steps of each quiet timing run
+    timing_rounds: int  # part 5: passes over the variants (alternating order; the mean is kept)
 
 
 _DECODE = ("mha", "mla-c32-r16", "mla-c64-r32")
 PLANS = {
     "smoke": Plan(seeds=(0, 1, 2), variants=DEFAULT_VARIANTS, peak_sizes=(128, 256, 512),
                   contexts=(64, 256, 1024, 2048), decode_tokens=32, decode_variants=_DECODE, repeats=3,
-                  target_new_tokens=512, serve_context=1024, serve_budget_mib=256, serve_tokens=16),
+                  target_new_tokens=512, serve_context=1024, serve_budget_mib=256, serve_tokens=16,
+                  timing_steps=10, timing_rounds=2),
     "cpu": Plan(seeds=(0, 1, 2), variants=DEFAULT_VARIANTS, peak_sizes=(256, 512, 1024, 2048),
                 contexts=(128, 256, 512, 1024, 2048, 4096), decode_tokens=64, decode_variants=_DECODE, repeats=3,
-                target_new_tokens=512, serve_context=1024, serve_budget_mib=256, serve_tokens=16),
+                target_new_tokens=512, serve_context=1024, serve_budget_mib=256, serve_tokens=16,
+                timing_steps=100, timing_rounds=2),
     "gpu": Plan(seeds=(0, 1, 2), variants=DEFAULT_VARIANTS, peak_sizes=(1024, 2048, 4096, 8192),
                 contexts=(128, 512, 1024, 2048, 4096, 8192), decode_tokens=64, decode_variants=_DECODE,
-                repeats=3, target_new_tokens=512, serve_context=1024, serve_budget_mib=2048, serve_tokens=16),
+                repeats=3, target_new_tokens=512, serve_context=1024, serve_budget_mib=2048, serve_tokens=16,
+                timing_steps=100, timing_rounds=2),
 }
 # --quick: one seed, fewer variants, short decodes; every part still runs
 QUICK = {"seeds": (0,), "variants": QUICK_VARIANTS, "contexts": (16, 64, 256), "decode_tokens": 8,
          "decode_variants": ("mha", "mla-c32-r16"), "repeats": 1, "target_new_tokens": 32, "serve_context": 64,
-         "serve_budget_mib": 16, "serve_tokens": 4}
+         "serve_budget_mib": 16, "serve_tokens": 4, "timing_steps": 4, "timing_rounds": 1}
 
 
 # --- small helpers (pure; tested in tests/test_bench_attention.py) --------------------------------------
@@ -539,6 +547,53 @@ def bench_serving(data, plan: Plan, device: torch.device) -> dict:
 # --- the Pareto plot ------------------------------------------------------------------------------------
 
 
+# --- 5. timing: training speed on a quiet machine -------------------------------------------------------
+
+
+def bench_timing(profile, data, device: torch.device, plan: Plan) -> dict:
+    """Part 5: training tokens/s and MFU of every variant, from short runs back to back.
+
+    Validation losses do not depend on what else the machine runs, but tokens/s do; so the long multi-seed runs of
+    part 1 give the losses, and this part, run alone on a quiet machine, gives the speeds. Each variant trains
+    plan.timing_steps steps (seed 0; train()'s clock counts the steps only) in plan.timing_rounds passes, every
+    other pass in reverse order so a drift of the machine's speed does not favour the variants timed first; the
+    fp32 matmul peak is measured before and after, and MFU is taken against the higher of the two.
+    """
+    peaks = [bench_peak(device, plan)]
+    rates: dict[str, list[float]] = {name: [] for name in plan.variants}
+    for i in range(plan.timing_rounds):
+        for name in plan.variants if i % 2 == 0 else reversed(plan.variants):
+            run = train_run(VARIANTS[name], profile, data, device, 0, plan.timing_steps)
+            rates[name].append(run["tokens_per_s"])
+    peaks.append(bench_peak(device, plan))
+    peak = max(p["flops_per_s"] for p in peaks)
+    base = replace(profile.model, vocab_size=data.tokenizer.vocab_size)
+    rows = []
+    for name, values in rates.items():
+        flops = training_flops_per_token(VARIANTS[name].config(base), profile.seq_len)
+        rate = statistics.fmean(values)
+        rows.append({"variant": name, "tokens_per_s": round(rate, 1), "runs_tokens_per_s": values,
+                     "training_flops_per_token": flops, "mfu": round(mfu(flops, rate, peak), 4)})
+        print(f"  {name:>14}: {rate:,.0f} tokens/s, MFU {rows[-1]['mfu']:.1%}", flush=True)
+    ref = next((r for r in rows if r["variant"] == "mha"), None)
+    for row in rows:
+        row["vs_mha"] = round(row["tokens_per_s"] / ref["tokens_per_s"], 3) if ref else None
+    return {"steps": plan.timing_steps, "rounds": plan.timing_rounds, "threads": torch.get_num_threads(),
+            "peaks": peaks, "peak_flops_per_s": peak, "rows": rows,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def use_quiet_speeds(summary: list[dict], timing: dict | None) -> None:
+    """Replace the summary's tokens/s and MFU (from the long runs, maybe on a busy machine) by part 5's."""
+    quiet = {r["variant"]: r for r in (timing or {}).get("rows", [])}
+    for row in summary:
+        if row["variant"] in quiet:
+            row.update(tokens_per_s_mean=quiet[row["variant"]]["tokens_per_s"], mfu_mean=quiet[row["variant"]]["mfu"],
+                       mfu_min=quiet[row["variant"]]["mfu"], speed_from="timing")
+        else:
+            row["speed_from"] = "training"
+
+
 def pareto_figure(summary: list[dict], steps: int | None = None):
     """Validation loss against cache bytes per token, one point per variant (mean over seeds, std as error bar),
     the Pareto front as a line. summary: `results["summary"]` of a result file; steps: which budget (default: the
@@ -583,7 +638,7 @@ def merge_previous(results: dict, path: Path) -> None:
         used = {run["variant"] for run in runs}
         configs = {n: c for n, c in {**before["configs"], **new["configs"]}.items() if n in used}
         results["training"] = {"configs": configs, "runs": runs, "peaks": new["peaks"] or before.get("peaks", [])}
-    for part in ("decode", "target", "serving"):
+    for part in ("decode", "target", "serving", "timing"):
         if part not in results and part in old:
             results[part] = {**old[part], "from_run": old[part].get("from_run", old["date"])}
 
@@ -641,7 +696,9 @@ def markdown_training(results: dict) -> list[str]:
     peak = max(p["flops_per_s"] for p in t["peaks"]) if t["peaks"] else None
     out.append("\nGap to MHA: against the MHA with the same heads and steps. MLA trains on its naive path. "
                "MFU: training FLOPs per token (minimodels/flops.py) x tokens/s over the fp32 matmul peak measured "
-               "in the same invocation" + (f" ({peak / 1e9:,.1f} GFLOP/s in the latest one)." if peak else "."))
+               "in the same invocation" + (f" ({peak / 1e9:,.1f} GFLOP/s in the latest one)." if peak else ".")
+               + (" Tokens/s and MFU: from part 5 (quiet timing runs) where it timed the variant."
+                  if "timing" in results else " Tokens/s and MFU: from these runs (part 5 has not run)."))
     return out
 
 
@@ -689,6 +746,19 @@ def markdown_serving(s: dict) -> list[str]:
     return out
 
 
+def markdown_timing(t: dict) -> list[str]:
+    out = ["", f"## 5. Training speed on a quiet machine: {t['steps']} steps per run, {t['rounds']} rounds, "
+           f"{t['threads']} thread(s), peak {t['peak_flops_per_s'] / 1e9:,.1f} GFLOP/s", "",
+           "| variant | tokens/s | x MHA | training FLOPs/token | MFU | runs (tokens/s) |", "|---|---|---|---|---|---|"]
+    for r in t["rows"]:
+        out.append(f"| {r['variant']} | {r['tokens_per_s']:,.0f} | {_fmt(r['vs_mha'], '.2f', '-')} | "
+                   f"{r['training_flops_per_token']:,} | {r['mfu']:.1%} | "
+                   + ", ".join(f"{v:,.0f}" for v in r["runs_tokens_per_s"]) + " |")
+    out.append("\nThe tokens/s and MFU columns of table 1 come from this part where it timed the variant; the long "
+               "runs of part 1 give the losses (they do not depend on the machine's load).")
+    return out
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     out = [f"# Attention variants benchmark, profile `{results['profile']}`", "",
@@ -696,7 +766,8 @@ def markdown(results: dict) -> str:
            f"{m['torch_threads']} threads | device {m['device']} | load at start {m.get('load_avg_at_start')}"]
     if results.get("summary"):
         out += markdown_training(results)
-    for part, writer in (("decode", markdown_decode), ("target", markdown_target), ("serving", markdown_serving)):
+    for part, writer in (("decode", markdown_decode), ("target", markdown_target), ("serving", markdown_serving),
+                         ("timing", markdown_timing)):
         if part in results:
             out += writer(results[part])
             if "from_run" in results[part]:
@@ -732,6 +803,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-tokens", type=int, help="new tokens of the GPT-2-sized target (default 512)")
     p.add_argument("--serve-budget-mib", type=int, help="cache budget of the serving view (default 256 on cpu)")
     p.add_argument("--serve-context", type=int, help="tokens in each sequence's cache when serving (default 1024)")
+    p.add_argument("--timing-steps", type=int, help="steps of each quiet timing run (default 100 on cpu)")
     for part in PARTS:
         p.add_argument(f"--skip-{part}", action="store_true", help=f"do not run part '{part}'")
     p.add_argument("--fresh", action="store_true", help="start a new result file instead of merging into it")
@@ -757,12 +829,14 @@ def make_plan(args: argparse.Namespace, profile_name: str) -> Plan:
         "variants": args.variants and parse_names(args.variants, VARIANTS, "variants"),
         "decode_variants": args.decode_variants and parse_names(args.decode_variants, VARIANTS, "decode-variants"),
         "repeats": args.repeats, "target_new_tokens": args.target_tokens,
-        "serve_budget_mib": args.serve_budget_mib, "serve_context": args.serve_context}
+        "serve_budget_mib": args.serve_budget_mib, "serve_context": args.serve_context,
+        "timing_steps": args.timing_steps}
     plan = replace(plan, **{k: v for k, v in overrides.items() if v is not None})
-    numbers = (plan.repeats, *plan.contexts, plan.target_new_tokens, plan.serve_budget_mib, plan.serve_context)
+    numbers = (plan.repeats, *plan.contexts, plan.target_new_tokens, plan.serve_budget_mib, plan.serve_context,
+               plan.timing_steps)
     if min(numbers) < 1 or not plan.seeds or (args.steps is not None and args.steps < 1):
-        raise SystemExit("need --repeats, --contexts, --target-tokens, --serve-budget-mib, --serve-context and "
-                         "--steps >= 1, and at least one seed")
+        raise SystemExit("need --repeats, --contexts, --target-tokens, --serve-budget-mib, --serve-context, "
+                         "--timing-steps and --steps >= 1, and at least one seed")
     return plan
 
 
@@ -797,6 +871,7 @@ def main(argv: list[str] | None = None) -> dict:
         "decode": lambda: with_threads(1, bench_decode, plan.decode_variants, base, data, plan, device),
         "target": lambda: with_threads(1, bench_target, data, plan, device),
         "serving": lambda: bench_serving(data, plan, device),
+        "timing": lambda: bench_timing(profile, data, device, plan),
     }
     for i, (part, run) in enumerate(parts.items(), start=1):
         if not getattr(args, f"skip_{part}"):
@@ -811,6 +886,7 @@ def main(argv: list[str] | None = None) -> dict:
     if "training" in results:
         mha_bytes = cache_bytes_per_token(VARIANTS["mha"].config(base))
         results["summary"] = summarize(results["training"]["runs"], results["training"]["configs"], mha_bytes)
+        use_quiet_speeds(results["summary"], results.get("timing"))
     results["targets"] = targets(results)
     results["peak_rss_mib"] = peak_rss_mib("self")
     results["benchmark_wall_s"] = round(perf_counter() - started, 1)

@@ -182,3 +182,46 @@ def test_make_plan_applies_quick_then_the_options_and_refuses_nonsense():
     for bad in (["--repeats", "0"], ["--seeds", "0,x"], ["--contexts", "64,0"], ["--variants", "gqa9"]):
         with pytest.raises(SystemExit):
             ba.make_plan(ba.parse_args(bad), "cpu")
+
+
+def test_quiet_timing_replaces_the_speeds_of_the_timed_variants_only(tmp_path):
+    base = ModelConfig(dim=128, n_layers=4, n_heads=4)
+    configs = {n: ba.VARIANTS[n].config(base).to_dict() for n in ("mha", "mqa")}
+    summary = ba.summarize([run("mha", 0), run("mqa", 0)], configs, 4096)
+    timing = {"rows": [{"variant": "mqa", "tokens_per_s": 2500.0, "mfu": 0.61}]}
+    ba.use_quiet_speeds(summary, timing)
+    rows = {r["variant"]: r for r in summary}
+    assert (rows["mqa"]["tokens_per_s_mean"], rows["mqa"]["mfu_mean"], rows["mqa"]["speed_from"]) == (2500.0, 0.61,
+                                                                                                        "timing")
+    assert (rows["mha"]["tokens_per_s_mean"], rows["mha"]["speed_from"]) == (1000.0, "training")
+    path = tmp_path / "attention_x.json"  # a later invocation without part 5 keeps the old timing
+    path.write_text(json.dumps({"date": "then", "timing": timing}))
+    results = {}
+    ba.merge_previous(results, path)
+    assert results["timing"]["rows"] == timing["rows"] and results["timing"]["from_run"] == "then"
+
+
+def test_timing_part_times_every_variant_in_each_round(monkeypatch):
+    calls = []
+
+    def fake_run(variant, profile, data, device, seed, steps):
+        calls.append((variant.name, seed, steps))
+        return {"tokens_per_s": 100.0 * (1 + len(calls)), "training_flops_per_token": 10}
+
+    monkeypatch.setattr(ba, "train_run", fake_run)
+    monkeypatch.setattr(ba, "bench_peak", lambda device, plan: {"flops_per_s": 4000.0})
+    plan = ba.make_plan(ba.parse_args(["--profile", "smoke", "--variants", "mha,mqa"]), "smoke")
+    profile = ba.get_profile("smoke")
+
+    class Data:
+        class tokenizer:  # noqa: N801
+            vocab_size = 1024
+
+    t = ba.bench_timing(profile, Data, torch.device("cpu"), plan)
+    assert calls == [("mha", 0, 10), ("mqa", 0, 10), ("mqa", 0, 10), ("mha", 0, 10)]  # the second round reversed
+    rows = {r["variant"]: r for r in t["rows"]}
+    assert rows["mha"]["runs_tokens_per_s"] == [200.0, 500.0] and rows["mha"]["tokens_per_s"] == 350.0
+    assert rows["mqa"]["vs_mha"] == pytest.approx(350.0 / 350.0)
+    assert rows["mha"]["mfu"] == pytest.approx(
+        ba.mfu(rows["mha"]["training_flops_per_token"], 350.0, 4000.0), abs=1e-4)
+    assert "## 5. Training speed" in "\n".join(ba.markdown_timing(t))
