@@ -8,8 +8,8 @@ Two recipes, chosen by `cfg.score_func`, step by step as DeepSeek-V2 §2.2 and D
   are the chosen UNBIASED s, renormalised to sum to 1.
 Both multiply the weights by `route_scale` (V2 16, V2-Lite 1, V3 2.5). Groups that are not kept are masked with
 -inf, never 0: biased scores can be negative, and a 0 would then beat them. Scores are computed in fp32.
-Taught in lessons/06_moe.ipynb (top-k routing) and lessons/07_deepseekmoe.ipynb (groups, V2 vs V3);
-the bias is lesson 08's (lessons/08_load_balancing.ipynb, balance.py).
+Taught in lessons/06_dense_to_moe.ipynb (top-k routing, V2 vs V3, groups, the bias for selection only);
+how the bias is updated is lesson 08 (lessons/08_load_balancing.ipynb, balance.py).
 """
 
 # Shapes: N tokens (batch × time, flattened), D = dim, E = n_routed_experts (N_r), k = n_activated_experts (K_r),

@@ -9,11 +9,15 @@ import pytest
 import wrong_answers_lesson03
 import wrong_answers_lesson04
 import wrong_answers_lesson05
+import wrong_answers_lesson06
+import wrong_answers_lesson07
+import wrong_answers_lesson08
 
 from minimodels import checks
 from minimodels.checks import EXERCISES
 
-MODULES = {"03": wrong_answers_lesson03, "04": wrong_answers_lesson04, "05": wrong_answers_lesson05}
+MODULES = {"03": wrong_answers_lesson03, "04": wrong_answers_lesson04, "05": wrong_answers_lesson05,
+           "06": wrong_answers_lesson06, "07": wrong_answers_lesson07, "08": wrong_answers_lesson08}
 RIGHT = [(lesson, name, fn) for lesson, wa in MODULES.items() for name, fn in wa.RIGHT.items()]
 VARIANTS = [(lesson, *v) for lesson, wa in MODULES.items() for v in wa.RIGHT_VARIANTS]
 NAMED = [(lesson, *n) for lesson, wa in MODULES.items() for n in wa.NAMED]

@@ -34,6 +34,9 @@ from .lesson02 import (
 from .lesson03 import GQA_BYTES, GROUPED_ATTENTION, check_gqa_cache_bytes, check_grouped_attention
 from .lesson04 import LATENT, MLA_BYTES, QUERIES, check_mla_cache_bytes, check_mla_latent, check_mla_queries
 from .lesson05 import ABSORBED_SCORES, DECOUPLED_ROPE, check_absorbed_scores, check_decoupled_rope
+from .lesson06 import TOP_K_GATE, V3_GATE, check_top_k_gate, check_v3_gate
+from .lesson07 import MOE_LAYER, SEGMENT, check_deepseek_moe, check_fine_grained_segmentation
+from .lesson08 import BALANCE_LOSS, BIAS_UPDATE, check_bias_update, check_expert_balance_loss
 
 # every exercise of the course, by its check function's name (tests run the engine's rules over all of them)
 EXERCISES: dict[str, Exercise] = {
@@ -51,6 +54,12 @@ EXERCISES: dict[str, Exercise] = {
     "check_mla_queries": QUERIES,
     "check_decoupled_rope": DECOUPLED_ROPE,
     "check_absorbed_scores": ABSORBED_SCORES,
+    "check_top_k_gate": TOP_K_GATE,
+    "check_v3_gate": V3_GATE,
+    "check_deepseek_moe": MOE_LAYER,
+    "check_fine_grained_segmentation": SEGMENT,
+    "check_expert_balance_loss": BALANCE_LOSS,
+    "check_bias_update": BIAS_UPDATE,
 }
 
 __all__ = [
@@ -61,4 +70,7 @@ __all__ = [
     "GQA_BYTES", "GROUPED_ATTENTION", "check_gqa_cache_bytes", "check_grouped_attention",  # lesson 03
     "LATENT", "MLA_BYTES", "QUERIES", "check_mla_cache_bytes", "check_mla_latent", "check_mla_queries",  # lesson 04
     "ABSORBED_SCORES", "DECOUPLED_ROPE", "check_absorbed_scores", "check_decoupled_rope",  # lesson 05
+    "TOP_K_GATE", "V3_GATE", "check_top_k_gate", "check_v3_gate",  # lesson 06
+    "MOE_LAYER", "SEGMENT", "check_deepseek_moe", "check_fine_grained_segmentation",  # lesson 07
+    "BALANCE_LOSS", "BIAS_UPDATE", "check_bias_update", "check_expert_balance_loss",  # lesson 08
 ]

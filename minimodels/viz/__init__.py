@@ -13,6 +13,10 @@ without one, leave a note that says to run their cell (common.py).
 - speed.py      decoding speed and the roofline of prefill vs decode          (lesson 02)
 - diagrams.py   what MHA, GQA and MLA compute and cache, drawn from a config  (lesson 04; 03, 05)
 - cache_growth.py  the KV cache growing while MHA and MLA generate, live      (lesson 05)
+- moe_params.py  total vs activated parameters: course models and DeepSeek-V2/V3 (lesson 06)
+- load.py       expert load over training (live), load histograms, balancing ablation (lesson 08)
+- moe_diagram.py  the DeepSeekMoE layer from a config; the matched-budget comparison (lesson 07)
+- routing.py    token -> expert grid and domain view, the live routing explorer    (lesson 07)
 Later dashboards (a KV explorer, expert routing) get a module of their own here.
 """
 
@@ -38,7 +42,25 @@ from .kv import (
     kv_cache_calculator,
 )
 from .kv_explorer import KVCacheExplorer, cache_loss_figure, kv_cache_explorer
+from .load import (
+    ablation_figure,
+    ablation_rows,
+    expert_load_figure,
+    load_histograms_figure,
+    saved_ablation_rows,
+    saved_max_vio_figure,
+    watch_expert_load,
+)
 from .loss import LOSS_AXES, LiveLossPlot, loss_curve_figure
+from .moe_diagram import active_boxes, benchmark_figure, benchmark_table, comparison_figure, moe_caption, moe_diagram
+from .moe_params import DEEPSEEK_MOE_PARAMS, activated_parameters, moe_params_chart
+from .routing import (
+    ExpertRouting,
+    domain_expert_shares,
+    domain_share_figure,
+    expert_routing,
+    token_expert_figure,
+)
 from .speed import attainable, decode_speed_figure, roofline_figure
 
 __all__ = [
@@ -49,4 +71,10 @@ __all__ = [
     "roofline_figure", "rope_distance_figure", "rope_scores_by_distance", "RUN_NAMES", "SHAPE_NAMES",
     "CacheGrowth", "cache_growth_figure", "watch_cache_growth",  # lesson 05
     "attention_diagram", "cache_caption", "diagram_boxes", "variant_configs",  # lesson 04 (diagrams.py)
+    "activated_parameters", "DEEPSEEK_MOE_PARAMS", "moe_params_chart",  # lesson 06 (moe_params.py)
+    "ablation_figure", "ablation_rows", "expert_load_figure", "load_histograms_figure",  # lesson 08 (load.py)
+    "saved_ablation_rows", "saved_max_vio_figure", "watch_expert_load",
+    "active_boxes", "benchmark_figure", "benchmark_table", "comparison_figure", "moe_caption",  # lesson 07
+    "moe_diagram", "domain_expert_shares", "domain_share_figure", "expert_routing", "ExpertRouting",
+    "token_expert_figure",
 ]
