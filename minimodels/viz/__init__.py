@@ -17,7 +17,7 @@ without one, leave a note that says to run their cell (common.py).
 - load.py       expert load over training (live), load histograms, balancing ablation (lesson 08)
 - moe_diagram.py  the DeepSeekMoE layer from a config; the matched-budget comparison (lesson 07)
 - routing.py    token -> expert grid and domain view, the live routing explorer    (lesson 07)
-Later dashboards (a KV explorer, expert routing) get a module of their own here.
+A new dashboard gets a module of its own here.
 """
 
 from .attention import (

@@ -34,6 +34,9 @@ LESSONS = {
     "03_gqa.ipynb": {"widgets": ["kv-explorer"]},
     "04_mla.ipynb": {"widgets": []},
     "05_rope_absorption.ipynb": {"widgets": []},  # its cache-growth widget becomes a static figure when done
+    "06_dense_to_moe.ipynb": {"widgets": []},
+    "07_deepseekmoe.ipynb": {"widgets": ["expert-routing"]},
+    "08_load_balancing.ipynb": {"widgets": []},  # its expert-load widget becomes a static figure when training ends
 }
 
 # the notebook panel of `path`, found by path (a restored workspace may have other panels open)
@@ -171,7 +174,24 @@ def drive_kv_explorer(page, lesson: str) -> None:
     drive_context_then_preset(page, lesson, "kv-explorer", "kvx", dict(label="DeepSeek-V2"), "60 × (512 + 64)")
 
 
-DRIVERS = {"kv-calculator": drive_kv_calculator, "kv-explorer": drive_kv_explorer}
+def drive_expert_routing(page, lesson: str) -> None:
+    """Picking the second MoE layer must re-render the readout (a kernel round trip), the token grid and the
+    domain map."""
+    root = page.locator(".expert-routing").first
+    readout = root.locator(".expert-routing-readout")
+    before = readout.inner_text()
+    assert "MoE layer 0" in before, f"{lesson}: the readout does not start at the first MoE layer: {before!r}"
+    root.locator(".expert-routing-layer select").select_option(index=1)
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before],
+                           timeout=30_000)
+    assert "MoE layer 1" in readout.inner_text(), f"{lesson}: the readout did not follow the layer"
+    for chart in (".expert-routing-chart", ".expert-routing-domains"):  # .gtitle is SVG: textContent, not innerText
+        title = root.locator(f"{chart} .gtitle").element_handle()
+        page.wait_for_function("(el) => el.textContent.includes('layer 1')", arg=title, timeout=30_000)
+
+
+DRIVERS = {"kv-calculator": drive_kv_calculator, "kv-explorer": drive_kv_explorer,
+           "expert-routing": drive_expert_routing}
 
 
 @pytest.mark.parametrize("lesson", sorted(LESSONS))
