@@ -11,7 +11,10 @@ float rounding (tests/test_moe.py checks each against running every expert and m
 - "sorted" (default): sort the N·k (token, expert) pairs by expert, gather the tokens once, run each expert's
   two matmuls (w1 and w3 fused, then w2) on its contiguous rows, apply the gate weights in the hidden layer, and
   sum each token's k rows back. The gathers are custom autograd functions whose backward is again a gather, not
-  an atomic scatter-add. It does exactly the model's FLOPs.
+  an atomic scatter-add. It does exactly the model's FLOPs. On a CPU whose torch has a grouped GEMM
+  (`F.grouped_mm`: torch 2.13 has one for fp32 on CPU; older versions may not), every expert's matmul on its
+  rows is one call instead of a Python loop over the experts: the same products, with less per-call overhead
+  (benchmarks/bench_moe.py measures it).
 - "padded": the same sorted rows in an (E, C, D) buffer padded to the busiest expert's load C, and three batched
   matmuls (fewer, larger kernels; it also multiplies the padding, which grows when the router is unbalanced).
 - "loop": DeepSeek's MoE.forward, expert by expert with index_add, no sorting: the version lesson 06 builds.
@@ -54,6 +57,14 @@ class Experts(nn.Module):
         return F.linear(F.silu(F.linear(x, self.w1[i])) * F.linear(x, self.w3[i]), self.w2[i])
 
 
+def _sum_choices(rows: Tensor, row_of: Tensor, k: int) -> Tensor:
+    """out[n] = Σ_j rows[row_of[n·k + j]], gathered choice-major (all first choices, then all second ones, ...),
+    so the sum over k adds whole contiguous (N, D) blocks (about 3x faster on a CPU than summing a strided k).
+    rows (R, D), row_of (N·k,) -> (N, D)"""
+    by_choice = row_of.view(-1, k).t().reshape(-1)  # (k·N,) row of choice j of token n at j·N + n
+    return rows.index_select(0, by_choice).view(k, -1, rows.shape[-1]).sum(0)
+
+
 class _GatherTokens(torch.autograd.Function):
     """rows[r] = x[tok_of_row[r]].  (N, D) -> (R, D)
     Backward: token n's gradient is the sum of the gradients of its k rows row_of[n, 0..k-1] (a gather and a sum
@@ -68,7 +79,7 @@ class _GatherTokens(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (row_of,) = ctx.saved_tensors
-        return grad.index_select(0, row_of).view(-1, ctx.k, grad.shape[-1]).sum(1), None, None, None
+        return _sum_choices(grad, row_of, ctx.k), None, None, None
 
 
 class _SumRows(torch.autograd.Function):
@@ -78,7 +89,7 @@ class _SumRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: Tensor, row_of: Tensor, tok_of_row: Tensor, k: int) -> Tensor:
         ctx.save_for_backward(tok_of_row)
-        return rows.index_select(0, row_of).view(-1, k, rows.shape[-1]).sum(1)
+        return _sum_choices(rows, row_of, k)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -102,6 +113,66 @@ class _PickRows(torch.autograd.Function):
         return grad.new_zeros(ctx.n_rows, grad.shape[-1]).index_copy_(0, row_of, grad), None
 
 
+class _GroupedLinear(torch.autograd.Function):
+    """Each expert's linear layer on its own contiguous rows, all experts in one grouped GEMM call:
+    out[rows of e] = rows_e · w[e]ᵀ, expert e's rows ending at offs[e].  (R, I), (E, O, I) -> (R, O)
+    Backward: the rows' gradient is again grouped (grad_e · w[e]); each weight's is grad_eᵀ · rows_e."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, w: Tensor, offs: Tensor) -> Tensor:
+        ctx.save_for_backward(rows, w, offs)
+        return F.grouped_mm(rows, w.transpose(1, 2), offs=offs)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows, w, offs = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_rows = F.grouped_mm(grad, w, offs=offs) if ctx.needs_input_grad[0] else None
+        grad_w = F.grouped_mm(grad.t(), rows, offs=offs) if ctx.needs_input_grad[1] else None  # (E, O, I)
+        return grad_rows, grad_w, None
+
+
+def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one grouped GEMM, for torch's FlopCounterMode (flops.py's check): each row is multiplied by one
+    expert's weights, so the count is that of one plain matmul. (R, K) x (E, K, N): 2·R·K·N; the weight
+    gradient (O, R) x (R, I) -> (E, O, I): 2·O·R·I."""
+    inner_out = b_shape[2] if len(b_shape) == 3 else b_shape[1]
+    return 2 * a_shape[0] * a_shape[1] * inner_out
+
+
+if hasattr(torch.ops.aten, "_grouped_mm"):  # torch 2.13's FlopCounterMode has no count for it
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    if torch.ops.aten._grouped_mm not in flop_registry:
+        register_flop_formula(torch.ops.aten._grouped_mm)(_grouped_mm_flops)
+
+
+def _probe_grouped_mm() -> bool:
+    if not hasattr(F, "grouped_mm"):
+        return False
+    try:
+        out = F.grouped_mm(torch.ones(3, 4), torch.ones(2, 4, 8), offs=torch.tensor([1, 3], dtype=torch.int32))
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+    return out.shape == (3, 8) and bool((out == 4).all())
+
+
+_GROUPED_MM_ON_CPU = _probe_grouped_mm()  # once, at import: never inside a caller's FlopCounterMode or profiler
+
+
+def grouped_mm_on_cpu() -> bool:
+    """Whether this torch runs F.grouped_mm on CPU fp32 tensors (tried once, at import)."""
+    return _GROUPED_MM_ON_CPU
+
+
+def _use_grouped(x: Tensor, experts: Experts) -> bool:
+    """The grouped GEMM path: CPU fp32 with a torch that has it, and widths whose rows are whole 16-byte
+    multiples (the kernel's stride rule: D and H divisible by 4); else the loop over experts."""
+    _, hidden, dim = experts.w1.shape
+    return (x.device.type == "cpu" and x.dtype == experts.w1.dtype == torch.float32 and dim % 4 == 0
+            and hidden % 4 == 0 and grouped_mm_on_cpu())
+
+
 @torch.no_grad()
 def sort_by_expert(indices: Tensor) -> tuple[Tensor, Tensor]:
     """order: the (token, choice) pairs grouped by expert (tokens in order inside each expert); row_of: the
@@ -118,9 +189,14 @@ def dispatch_sorted(experts: Experts, x: Tensor, weights: Tensor, indices: Tenso
     tok_of_row = order // k  # (N·k,) the token of each sorted row
     xs = _GatherTokens.apply(x, tok_of_row, row_of, k)  # (N·k, D) grouped by expert
     ws = weights.flatten().index_select(0, order).unsqueeze(-1)  # (N·k, 1) gate value of each row
+    w13 = torch.cat([experts.w1, experts.w3], dim=1)  # (E, 2H, D): one matmul for w1 and w3
+    if _use_grouped(x, experts):  # every expert on its rows in one call: the same products as the loop below
+        offs = counts.cumsum(0).to(torch.int32)  # (E,) where each expert's rows end
+        gate, up = _GroupedLinear.apply(xs, w13, offs).chunk(2, dim=-1)  # (N·k, H) each
+        out = _GroupedLinear.apply(F.silu(gate) * up * ws, experts.w2, offs)  # weight the hidden (H < D)
+        return _SumRows.apply(out, row_of, tok_of_row, k)  # (N, D)
     sizes = counts.tolist()  # rows per expert (one device sync per layer)
-    w13 = torch.cat([experts.w1, experts.w3], dim=1).unbind(0)  # E × (2H, D): one matmul for w1 and w3
-    w2 = experts.w2.unbind(0)  # unbind, not w2[i]: its backward stacks E grads once instead of E full-size adds
+    w13, w2 = w13.unbind(0), experts.w2.unbind(0)  # unbind, not w2[i]: its backward stacks E grads once
     outs = []
     for i, (rows, w) in enumerate(zip(xs.split(sizes), ws.split(sizes))):
         if sizes[i]:

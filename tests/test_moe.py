@@ -167,3 +167,29 @@ def test_trace_routing_reports_each_layers_choices_in_eval_mode():
         weights, indices, _ = block.ffn.gate(block.ffn_norm(x).reshape(10, -1))
     torch.testing.assert_close(layer["indices"].reshape(10, -1), indices)
     torch.testing.assert_close(layer["weights"].reshape(10, -1), weights)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_gemm", "expert_loop"])
+def test_both_sorted_paths_equal_the_dense_reference_with_unused_experts(grouped, monkeypatch):
+    """dispatch "sorted" runs every expert in one grouped GEMM on CPU (when torch has it) and loops over the experts
+    elsewhere: both equal the dense reference, also when experts (the first and last) get no token at all."""
+    import minimodels.moe as moe_module
+
+    if grouped and not moe_module.grouped_mm_on_cpu():
+        pytest.skip("this torch has no CPU grouped GEMM")
+    used = []
+    monkeypatch.setattr(moe_module, "_use_grouped", lambda x, experts: used.append(grouped) or grouped)
+    layer = _layer("v2")
+    layer.gate.bias[[0, 7]] = -1e9  # never chosen
+    x = torch.randn(3, 7, 16, requires_grad=True)
+    target = torch.randn(3, 7, 16)
+    got = layer(x)
+    assert used == [grouped] and layer.counts[[0, 7]].tolist() == [0, 0] and layer.counts.sum() == 21 * 3
+    grads = torch.autograd.grad((got * target).sum(), [x, *layer.parameters()])
+    want = dense_reference(layer, x)
+    want_grads = torch.autograd.grad((want * target).sum(), [x, *layer.parameters()])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    for name, g, h in zip(["x"] + [n for n, _ in layer.named_parameters()], grads, want_grads):
+        torch.testing.assert_close(g, h, atol=1e-4, rtol=1e-4, msg=lambda m, name=name: f"grad of {name}: {m}")
+    w1_grad = grads[1 + [n for n, _ in layer.named_parameters()].index("experts.w1")]
+    assert w1_grad[[0, 7]].abs().sum() == 0 and w1_grad[1:7].abs().sum() > 0  # unused experts learn nothing
