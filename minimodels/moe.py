@@ -17,8 +17,9 @@ float rounding (tests/test_moe.py checks each against running every expert and m
   (benchmarks/bench_moe.py measures it).
 - "padded": the same sorted rows in an (E, C, D) buffer padded to the busiest expert's load C, and three batched
   matmuls (fewer, larger kernels; it also multiplies the padding, which grows when the router is unbalanced).
-- "loop": DeepSeek's MoE.forward, expert by expert with index_add, no sorting: the version lesson 06 builds.
-Taught in lessons/06_moe.ipynb (dispatch), lessons/07_deepseekmoe.ipynb (segmentation, shared experts) and
+- "loop": DeepSeek's MoE.forward, expert by expert with index_add, no sorting.
+Taught in lessons/06_dense_to_moe.ipynb (dispatch: lesson 06 builds "sorted" by hand, with a loop over the experts),
+lessons/07_deepseekmoe.ipynb (segmentation, shared experts) and
 lessons/08_load_balancing.ipynb (the losses and the bias, balance.py).
 """
 
