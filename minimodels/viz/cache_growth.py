@@ -27,7 +27,6 @@ from ..kv_cache import KVCache
 from . import common
 
 CSS_CLASS = "mm-cache-growth"  # the live widget's class (the browser test looks for it)
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 AXES = dict(xaxis_title="positions in the cache (prompt + generated tokens)", yaxis_title="KV-cache bytes in use")
 
 
@@ -97,13 +96,7 @@ class _LiveView:
         if self.handles is None:
             display(fig)
             return fig
-        note, shown = self.handles
-        bundle = dict(fig._repr_mimebundle_() or {})  # the figure's output, saved with the notebook
-        bundle.setdefault(PLOTLY_MIME, fig.to_plotly_json())
-        shown.update(bundle, raw=True)
-        note.update({"text/plain": ""}, raw=True)  # the "run this cell" note no longer applies
-        for w in (*self.box.children, self.box):
-            w.close()
+        common.replace_live(self.handles, self.box, fig)  # the figure's output, saved with the notebook
         self.chart = self.text = self.box = self.handles = None
         return fig
 

@@ -130,6 +130,25 @@ def display_live(widget: widgets.Widget, key: str, what: str) -> tuple:
     return note, shown
 
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def replace_live(handles: tuple, box: widgets.Widget, fig: go.Figure) -> None:
+    """Put the static `fig` where a live widget was displayed (display_live's handles) and close the widget.
+
+    The figure's mime bundle goes into the same output, so it is saved with the notebook and reopens without a
+    kernel; the "run this cell" note is emptied; the live widgets are closed, so no stale view remains.
+    """
+    note, shown = handles
+    # the figure's mime bundle, not the figure: plotly's _ipython_display_ would append a new output
+    bundle = dict(fig._repr_mimebundle_() or {})  # what the default renderer shows (e.g. +text/html)
+    bundle.setdefault(PLOTLY_MIME, fig.to_plotly_json())  # JupyterLab's plotly renderer reads this
+    shown.update(bundle, raw=True)
+    note.update({"text/plain": ""}, raw=True)  # the "run this cell" note no longer applies
+    for w in (*box.children, box):
+        w.close()
+
+
 CUSTOM = "custom"  # preset name once a shape control no longer matches the chosen preset
 
 

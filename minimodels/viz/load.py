@@ -30,7 +30,6 @@ from plotly.subplots import make_subplots
 from . import common
 
 CSS_CLASS = "mm-expert-load"  # the live widget's class (the browser test looks for it)
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 DEAD = "#d62728"  # dead experts and overload marks
 HIGH = "#f16913"  # the most loaded expert
 LOAD_SCALE = [[0.0, "#ffffff"], [0.25, "#c6dbef"], [0.5, "#4292c6"], [0.75, "#f16913"], [1.0, "#7f0000"]]
@@ -165,13 +164,7 @@ class _LiveLoad:
         if not self.handles:  # no live chart was displayed: show the figure now
             display(fig)
             return fig
-        note, shown = self.handles
-        bundle = dict(fig._repr_mimebundle_() or {})  # the figure's output, saved with the notebook
-        bundle.setdefault(PLOTLY_MIME, fig.to_plotly_json())
-        shown.update(bundle, raw=True)
-        note.update({"text/plain": ""}, raw=True)  # the "run this cell" note no longer applies
-        for w in (*self.box.children, self.box):
-            w.close()
+        common.replace_live(self.handles, self.box, fig)  # the figure's output, saved with the notebook
         self.chart = self.box = self.handles = None
         return fig
 

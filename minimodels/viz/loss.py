@@ -19,7 +19,6 @@ from plotly.colors import qualitative
 from . import common
 
 LOSS_AXES = dict(xaxis_title="step", yaxis_title="cross-entropy loss (nats)")
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 def _loss_traces(history: dict, name: str, color: str) -> list[go.Scatter]:
@@ -106,13 +105,6 @@ class LiveLossPlot:
         if self._handles is None:  # no live chart was displayed (e.g. anywidget missing): show it now
             display(fig)
             return fig
-        note, chart = self._handles
-        # the figure's mime bundle, not the figure: plotly's _ipython_display_ would append a new output
-        bundle = dict(fig._repr_mimebundle_() or {})  # what the default renderer shows (e.g. +text/html)
-        bundle.setdefault(PLOTLY_MIME, fig.to_plotly_json())  # JupyterLab's plotly renderer reads this
-        chart.update(bundle, raw=True)  # same place in the notebook, now a figure that is saved with it
-        note.update({"text/plain": ""}, raw=True)  # the "run this cell" note no longer applies
-        for w in (*self._box.children, self._box):  # the live widgets are no longer shown anywhere
-            w.close()
+        common.replace_live(self._handles, self._box, fig)  # same place, now a figure saved with the notebook
         self.widget, self._box, self._handles = None, None, None
         return fig
