@@ -427,6 +427,12 @@ def merge_previous(results: dict, path: Path) -> None:
     for section in (*MODEL_SECTIONS, "notebooks"):
         if section not in results and section in old:
             results[section] = {**old[section], "from_run": old[section].get("from_run", old["date"])}
+    if "notebooks" in results and "notebooks" in old and "from_run" not in results["notebooks"]:
+        # a run of some notebooks (--notebooks) keeps the other notebooks' rows, each marked with its run
+        timed_now = {row["notebook"] for row in results["notebooks"]["rows"]}
+        kept = [{**row, "from_run": row.get("from_run", old["date"])} for row in old["notebooks"]["rows"]
+                if row["notebook"] not in timed_now]
+        results["notebooks"]["rows"] = sorted(kept + results["notebooks"]["rows"], key=lambda row: row["notebook"])
 
 
 def targets(results: dict) -> list[dict]:
