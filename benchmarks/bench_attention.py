@@ -675,6 +675,24 @@ def _fmt(value, spec: str = ",.0f", none: str = "") -> str:
     return none if value is None else format(value, spec)
 
 
+def gap_along_training(runs: list[dict], configs: dict[str, dict], steps: int) -> dict[str, dict[int, float]]:
+    """Per variant, the gap to the MHA with the same heads at every evaluation of runs with `steps` steps:
+    mean over seeds of the variant's validation loss there minus the MHA's.  {variant: {step: gap}}"""
+    curves: dict[str, dict[int, list[float]]] = {}
+    for run in runs:
+        if run["steps"] == steps:
+            for step, loss in run["val_curve"]:
+                curves.setdefault(run["variant"], {}).setdefault(step, []).append(loss)
+    mean = {name: {s: statistics.fmean(v) for s, v in by_step.items()} for name, by_step in curves.items()}
+    gaps = {}
+    for name, by_step in mean.items():
+        cfg = configs[name]
+        ref = next((n for n in mean if configs[n]["attn"] == "mha" and configs[n]["n_heads"] == cfg["n_heads"]), None)
+        if ref is not None and ref != name:
+            gaps[name] = {s: round(v - mean[ref][s], 4) for s, v in sorted(by_step.items()) if s in mean[ref]}
+    return gaps
+
+
 def markdown_training(results: dict) -> list[str]:
     out = ["", "## 1. Training at the profile's width (mean ± std over seeds)", "",
            "| variant | heads (KV) | C | R | params (no emb.) | cache B/token | x less than MHA | val loss | "
@@ -693,6 +711,16 @@ def markdown_training(results: dict) -> list[str]:
         out.append(f"\nPareto front at {steps} steps (no other variant has both less cache and a lower loss): "
                    + ", ".join(front) + ".")
     t = results["training"]
+    main_steps = statistics.mode(r["steps"] for r in results["summary"])
+    gaps = gap_along_training(t["runs"], t["configs"], main_steps)
+    if gaps:
+        steps = sorted({s for g in gaps.values() for s in g})
+        out += ["", f"Gap to MHA along the {main_steps}-step runs (mean over seeds, at each evaluation; the points "
+                "before the end are mid-schedule, with the learning rate not yet decayed, so they show the trend, "
+                "not what a shorter budget would reach):", "",
+                "| variant | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        out += [f"| {name} | " + " | ".join(_fmt(g.get(s), "+.3f", "-") for s in steps) + " |"
+                for name, g in gaps.items()]
     peak = max(p["flops_per_s"] for p in t["peaks"]) if t["peaks"] else None
     out.append("\nGap to MHA: against the MHA with the same heads and steps. MLA trains on its naive path. "
                "MFU: training FLOPs per token (minimodels/flops.py) x tokens/s over the fp32 matmul peak measured "

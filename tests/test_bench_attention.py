@@ -225,3 +225,16 @@ def test_timing_part_times_every_variant_in_each_round(monkeypatch):
     assert rows["mha"]["mfu"] == pytest.approx(
         ba.mfu(rows["mha"]["training_flops_per_token"], 350.0, 4000.0), abs=1e-4)
     assert "## 5. Training speed" in "\n".join(ba.markdown_timing(t))
+
+
+def test_gap_along_training_compares_each_evaluation_with_the_same_heads_mha():
+    base = ModelConfig(dim=128, n_layers=4, n_heads=4)
+    configs = {n: ba.VARIANTS[n].config(base).to_dict() for n in ("mha", "mqa", "mla-h8-c32-r8")}
+
+    def curve(variant, seed, losses, steps=600):
+        return {**run(variant, seed, steps), "val_curve": [[100 * (i + 1), v] for i, v in enumerate(losses)]}
+
+    runs = [curve("mha", 0, [5.0, 4.0]), curve("mha", 1, [5.2, 4.2]), curve("mqa", 0, [4.9, 4.3]),
+            curve("mqa", 1, [5.1, 4.3]), curve("mla-h8-c32-r8", 0, [4.0, 3.0]), curve("mqa", 0, [9.0], steps=300)]
+    gaps = ba.gap_along_training(runs, configs, 600)
+    assert gaps == {"mqa": {100: pytest.approx(-0.1), 200: pytest.approx(0.2)}}  # no 8-head MHA: no gap for h8
