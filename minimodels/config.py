@@ -45,9 +45,12 @@ class ModelConfig:
     n_kv_heads: int = 0  # key/value heads for attn="gqa": 0 = n_heads (MHA), 1 = MQA; must divide n_heads
     # --- MLA (lessons 04, 05), DeepSeek's names; paper symbols in REFERENCE.md §1 ---
     q_lora_rank: int = 0  # query latent width d_c' (0 = no query compression, as in DeepSeek-V2-Lite)
+    # The defaults are the course's MLA preset, picked from benchmarks/results/attention_cpu.md (3 seeds, cpu
+    # profile, head width 32): latent C = 32 and rope key R = 32 cache 1,024 B/token (4x less than MHA, as MQA)
+    # and matched MHA's validation loss (-0.002 nats), where R = 16 was 0.029 nats behind and MQA 0.024.
     kv_lora_rank: int = 32  # cached KV latent width d_c
     qk_nope_head_dim: int = 32  # per-head query/key width d_h of the compressed part (no RoPE)
-    qk_rope_head_dim: int = 16  # decoupled RoPE width d_h^R: per-head rope query, one shared rope key
+    qk_rope_head_dim: int = 32  # decoupled RoPE width d_h^R: per-head rope query, one shared rope key
     v_head_dim: int = 32  # per-head value width
     # --- DeepSeekMoE (lessons 06-08), DeepSeek's names; paper symbols in REFERENCE.md §1; used when ffn="moe" ---
     n_routed_experts: int = 8  # routed experts N_r
