@@ -185,6 +185,23 @@ QUICK = {"seeds": (0,), "variants": QUICK_VARIANTS, "contexts": (16, 64, 256), "
 # --- small helpers (pure; tested in tests/test_bench_attention.py) --------------------------------------
 
 
+def parse_ints(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2); anything else stops the script with what to type."""
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"{text!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
+
+
+def add_common_options(p: argparse.ArgumentParser, parts: tuple[str, ...], results: Path, list_help: str) -> None:
+    """The options every benchmark of this folder shares: --skip-<part>, --fresh, --list and --out."""
+    for part in parts:
+        p.add_argument(f"--skip-{part}", action="store_true", help=f"do not run part '{part}'")
+    p.add_argument("--fresh", action="store_true", help="start a new result file instead of merging into it")
+    p.add_argument("--list", action="store_true", help=list_help)
+    p.add_argument("--out", type=Path, default=results, help="results folder")
+
+
 def parse_names(text: str, known: dict | tuple, what: str) -> tuple[str, ...]:
     """'a,b' -> ('a', 'b'), each checked against `known`; 'all' -> every known name."""
     names = tuple(known) if text == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
@@ -832,11 +849,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--serve-budget-mib", type=int, help="cache budget of the serving view (default 256 on cpu)")
     p.add_argument("--serve-context", type=int, help="tokens in each sequence's cache when serving (default 1024)")
     p.add_argument("--timing-steps", type=int, help="steps of each quiet timing run (default 100 on cpu)")
-    for part in PARTS:
-        p.add_argument(f"--skip-{part}", action="store_true", help=f"do not run part '{part}'")
-    p.add_argument("--fresh", action="store_true", help="start a new result file instead of merging into it")
-    p.add_argument("--list", action="store_true", help="list the variants with their cache bytes and exit")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    add_common_options(p, PARTS, RESULTS, "list the variants with their cache bytes and exit")
     return p.parse_args(argv)
 
 
@@ -845,15 +858,8 @@ def make_plan(args: argparse.Namespace, profile_name: str) -> Plan:
     plan = PLANS[profile_name]
     if args.quick:
         plan = replace(plan, **QUICK)
-
-    def ints(text: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(x) for x in text.split(","))
-        except ValueError:
-            raise SystemExit(f"{text!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
-
     overrides = {
-        "seeds": args.seeds and ints(args.seeds), "contexts": args.contexts and ints(args.contexts),
+        "seeds": args.seeds and parse_ints(args.seeds), "contexts": args.contexts and parse_ints(args.contexts),
         "variants": args.variants and parse_names(args.variants, VARIANTS, "variants"),
         "decode_variants": args.decode_variants and parse_names(args.decode_variants, VARIANTS, "decode-variants"),
         "repeats": args.repeats, "target_new_tokens": args.target_tokens,

@@ -36,7 +36,7 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
-from bench_attention import mean_std, merge_runs, parse_names
+from bench_attention import add_common_options, mean_std, merge_runs, parse_ints, parse_names
 from bench_baseline import bench_peak, machine_info, peak_rss_mib, train_round, usable_cores, write_atomic
 
 from minimodels import (
@@ -711,11 +711,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                   f"known: {','.join(ARMS)})")
     p.add_argument("--timing-steps", type=int, help="timed steps per variant and round in part 3")
     p.add_argument("--timing-rounds", type=int, help="rounds of part 3 (median)")
-    for part in PARTS:
-        p.add_argument(f"--skip-{part}", action="store_true", help=f"do not run part '{part}'")
-    p.add_argument("--fresh", action="store_true", help="start a new result file instead of merging into it")
-    p.add_argument("--list", action="store_true", help="print the variants' parameters and FLOPs and exit")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    add_common_options(p, PARTS, RESULTS, "print the variants' parameters and FLOPs and exit")
     return p.parse_args(argv)
 
 
@@ -725,14 +721,8 @@ def make_plan(args: argparse.Namespace, profile_name: str) -> Plan:
     if args.quick:
         plan = replace(plan, **QUICK)
 
-    def ints(text: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(x) for x in text.split(","))
-        except ValueError:
-            raise SystemExit(f"{text!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
-
-    overrides = {"seeds": args.seeds and ints(args.seeds),
-                 "ablation_seeds": args.ablation_seeds and ints(args.ablation_seeds),
+    overrides = {"seeds": args.seeds and parse_ints(args.seeds),
+                 "ablation_seeds": args.ablation_seeds and parse_ints(args.ablation_seeds),
                  "variants": args.variants and parse_names(args.variants, VARIANTS, "variants"),
                  "arms": args.arms and parse_names(args.arms, tuple(ARMS), "arms"),
                  "timing_steps": args.timing_steps, "timing_rounds": args.timing_rounds}
