@@ -202,6 +202,16 @@ def add_common_options(p: argparse.ArgumentParser, parts: tuple[str, ...], resul
     p.add_argument("--out", type=Path, default=results, help="results folder")
 
 
+def run_parts(parts: dict[str, Callable[[], dict]], args: argparse.Namespace, results: dict) -> None:
+    """Run every part that --skip-<part> does not skip, in order, into results[part] with its wall time."""
+    for i, (part, run) in enumerate(parts.items(), start=1):
+        if not getattr(args, f"skip_{part}"):
+            print(f"{i}. {part} ...", flush=True)
+            t0 = perf_counter()
+            results[part] = run()
+            results["part_wall_s"][part] = round(perf_counter() - t0, 1)
+
+
 def parse_names(text: str, known: dict | tuple, what: str) -> tuple[str, ...]:
     """'a,b' -> ('a', 'b'), each checked against `known`; 'all' -> every known name."""
     names = tuple(known) if text == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
@@ -907,12 +917,7 @@ def main(argv: list[str] | None = None) -> dict:
         "serving": lambda: bench_serving(data, plan, device),
         "timing": lambda: bench_timing(profile, data, device, plan),
     }
-    for i, (part, run) in enumerate(parts.items(), start=1):
-        if not getattr(args, f"skip_{part}"):
-            print(f"{i}. {part} ...", flush=True)
-            t0 = perf_counter()
-            results[part] = run()
-            results["part_wall_s"][part] = round(perf_counter() - t0, 1)
+    run_parts(parts, args, results)
 
     json_path = args.out / f"attention_{profile.name}.json"
     if not args.fresh:

@@ -36,7 +36,7 @@ from pathlib import Path
 from time import perf_counter
 
 import torch
-from bench_attention import add_common_options, mean_std, merge_runs, parse_ints, parse_names
+from bench_attention import add_common_options, mean_std, merge_runs, parse_ints, parse_names, run_parts
 from bench_baseline import bench_peak, machine_info, peak_rss_mib, train_round, usable_cores, write_atomic
 
 from minimodels import (
@@ -776,12 +776,7 @@ def main(argv: list[str] | None = None) -> dict:
         "timing": lambda: bench_timing(configs, profile, data, device, plan),
         "dispatch": lambda: bench_dispatch(configs, profile, device, plan),
     }
-    for i, (part, run) in enumerate(parts.items(), start=1):
-        if not getattr(args, f"skip_{part}"):
-            print(f"{i}. {part} ...", flush=True)
-            t0 = perf_counter()
-            results[part] = run()
-            results["part_wall_s"][part] = round(perf_counter() - t0, 1)
+    run_parts(parts, args, results)
 
     json_path = args.out / f"moe_{profile.name}.json"
     if not args.fresh:
