@@ -111,7 +111,9 @@ def test_ctrl_c_in_a_shell_exits_130_with_a_saved_checkpoint(tmp_path):
     out = tmp_path / "run.pt"
     proc = subprocess.Popen([sys.executable, "-m", "minimodels", "train", "--steps", "100000", "--no-progress",
                              "--checkpoint-every", "1", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SMOKE_ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SMOKE_ENV,
+                            # the usual Ctrl-C even if this test runs in the background (`cmd &` ignores SIGINT)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not out.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # the first checkpoint: the loop is running

@@ -244,7 +244,16 @@ def test_interrupted_run_saves_and_resumes_on_the_same_loss_curve(data, tmp_path
     assert_same_run(train(model, data, cfg, resume=True), model, straight)
 
 
-def test_real_ctrl_c_mid_step_finishes_the_step_then_saves(data, tmp_path, straight, capsys):
+@pytest.fixture
+def usual_ctrl_c():
+    """Python's own Ctrl-C handler for the test: a shell that starts a command in the background (`cmd &`)
+    starts it with SIGINT ignored, and train() rightly keeps ignoring it then."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_real_ctrl_c_mid_step_finishes_the_step_then_saves(data, tmp_path, straight, capsys, usual_ctrl_c):
     cfg = TrainConfig(**SMALL, checkpoint_path=str(tmp_path / "run.pt"))
     model, calls = fresh_model(), {"n": 0}
 
